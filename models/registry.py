@@ -1,0 +1,144 @@
+"""The architecture registry: a literal dict name -> builder, plus user models named `pkg.module:Class`.
+
+Every builder takes `(in_shape, num_classes, **kwargs)` and returns an `nn.Module` mapping a batch
+of shape `(N, *in_shape)` to logits of shape `(N, num_classes)`.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from models.cnn import cnn
+from models.dsconv import dsconv
+from models.mlp import mlp
+
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    "mlp": mlp,
+    "cnn": cnn,
+    "dsconv": dsconv,
+}
+
+# Keyword arguments a user class may accept that we fill in from the data when the config omits them.
+_INJECTED = ("num_classes", "in_channels")
+
+
+class ModelError(ValueError):
+    """An architecture name or its keyword arguments cannot build a model; the message says why."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a model: stored in every checkpoint beside its weights."""
+
+    arch: str
+    in_shape: tuple[int, ...]
+    num_classes: int
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"arch": self.arch, "in_shape": list(self.in_shape), "num_classes": self.num_classes,
+                "kwargs": dict(self.kwargs)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
+        return cls(d["arch"], tuple(d["in_shape"]), int(d["num_classes"]), dict(d["kwargs"]))
+
+
+def _resolve(arch: str) -> Callable[..., nn.Module]:
+    if ":" not in arch:
+        if arch not in ARCHITECTURES:
+            raise ModelError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}, "
+                             "or a user model as 'package.module:ClassName'")
+        return ARCHITECTURES[arch]
+    module_name, _, attr = arch.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelError(f"cannot import module {module_name!r} for user model {arch!r} ({exc}); "
+                         "make it importable (pip install it or add it to PYTHONPATH)") from exc
+    target = getattr(module, attr, None)
+    if not callable(target):
+        raise ModelError(f"module {module_name!r} has no class {attr!r}")
+    return target
+
+
+def _accepted(fn: Callable[..., nn.Module], builtin: bool) -> tuple[set[str], bool]:
+    params = inspect.signature(fn).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    names = {n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
+    if builtin:
+        names -= {"in_shape", "num_classes"}
+    return names, takes_any
+
+
+def check_arch(arch: str, kwargs: dict[str, Any]) -> list[str]:
+    """Return every problem with `arch` and `kwargs` without building anything (empty when fine)."""
+    try:
+        fn = _resolve(arch)
+    except ModelError as exc:
+        return [str(exc)]
+    names, takes_any = _accepted(fn, builtin=":" not in arch)
+    unknown = sorted(set(kwargs) - names)
+    if unknown and not takes_any:
+        return [f"architecture {arch!r} does not take {', '.join(unknown)}; it takes: "
+                f"{', '.join(sorted(names)) or 'no options'}"]
+    return []
+
+
+def build_model(spec: ModelSpec) -> nn.Module:
+    """Build the model described by `spec` and check that it maps inputs to `num_classes` logits."""
+    problems = check_arch(spec.arch, spec.kwargs)
+    if problems:
+        raise ModelError(problems[0])
+    fn = _resolve(spec.arch)
+    kwargs = dict(spec.kwargs)
+    if ":" in spec.arch:
+        names, _ = _accepted(fn, builtin=False)
+        fill = {"num_classes": spec.num_classes, "in_channels": spec.in_shape[0]}
+        kwargs.update({k: fill[k] for k in _INJECTED if k in names and k not in kwargs})
+        args: tuple = ()
+    else:
+        args = (tuple(spec.in_shape), spec.num_classes)
+    try:
+        model = fn(*args, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"architecture {spec.arch!r} with options {kwargs} failed to build: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"{spec.arch!r} returned {type(model).__name__}, not a torch.nn.Module")
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, *spec.in_shape))
+    except RuntimeError as exc:
+        raise ModelError(f"architecture {spec.arch!r} cannot take inputs of shape {list(spec.in_shape)}: {exc}") from exc
+    if tuple(out.shape) != (2, spec.num_classes):
+        raise ModelError(f"architecture {spec.arch!r} outputs shape {list(out.shape[1:])} per sample; "
+                         f"the dataset has {spec.num_classes} classes, so it must output [{spec.num_classes}]")
+    return model
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of trainable and frozen parameters (buffers such as BatchNorm statistics excluded)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, in_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one single-sample forward pass, from PyTorch's own FLOP counter.
+
+    The counter covers convolutions and matrix products (all the arithmetic that matters for
+    these models); element-wise ops, pooling and normalisation are not counted, as is customary.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(1, *in_shape))
+    model.train(was_training)
+    return counter.get_total_flops() // 2

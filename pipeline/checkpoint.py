@@ -1,0 +1,39 @@
+"""Checkpoints: state dict + architecture spec, loadable with torch.load(weights_only=True)."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from models import ModelSpec, build_model
+from pipeline.errors import DataError
+from pipeline.fileio import write_bytes
+
+
+def save_checkpoint(path: Path, model: nn.Module, spec: ModelSpec, metrics: dict) -> None:
+    buf = io.BytesIO()
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"format": "edgekd.checkpoint/1", "spec": spec.to_dict(), "state_dict": state,
+                "metrics": metrics}, buf)
+    write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: Path) -> tuple[nn.Module, ModelSpec]:
+    """Rebuild the model stored at `path` in eval mode.
+
+    Raises:
+        DataError: the file is missing, truncated or not an edgekd checkpoint.
+    """
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        spec = ModelSpec.from_dict(blob["spec"])
+    except FileNotFoundError:
+        raise DataError(f"{path}: checkpoint not found; run `edgekd run` to create it") from None
+    except (RuntimeError, KeyError, TypeError, EOFError, OSError) as exc:
+        raise DataError(f"{path}: not a readable edgekd checkpoint ({exc}); delete it and re-run the stage "
+                        "that writes it (edgekd run CONFIG --force STAGE)") from exc
+    model = build_model(spec)
+    model.load_state_dict(blob["state_dict"])
+    return model.eval(), spec

@@ -1,0 +1,94 @@
+"""The `edgekd` command line: argparse for arguments, rich for output. Log handlers are set only here."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from pipeline.errors import EdgekdError
+
+log = logging.getLogger("edgekd")
+console = Console(stderr=True)
+
+
+def _percent(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def print_models(summary, out: Console) -> None:
+    """The table `edgekd run` ends with, plus the distillation verdict."""
+    table = Table(title=f"edgekd run: {summary.run_dir}")
+    for col in ("model", "arch", "params", "MACs", "test accuracy", "epochs", "train s", "s/epoch", "stage"):
+        table.add_column(col, justify="left" if col in ("model", "arch", "stage") else "right")
+    for name, m in summary.metrics.items():
+        status = "ran" if name in summary.ran else "skipped"
+        table.add_row(name, m["arch"], f"{m['params']:,}", f"{m['macs']:,}", _percent(m["accuracy"]),
+                      str(m["epochs"]), f"{m['train_seconds']:.1f}", f"{m['epoch_seconds_median']:.3f}", status)
+    out.print(table)
+    models = summary.metrics
+    if {"teacher", "baseline", "student"} <= set(models):
+        t, b, s = (models[k]["accuracy"] for k in ("teacher", "baseline", "student"))
+        gap = t - b
+        closed = f"{(s - b) / gap:.0%} of the teacher-baseline gap" if gap > 0 else "n/a (baseline >= teacher)"
+        out.print(f"distilled student vs baseline: {100 * (s - b):+.2f} points; closes {closed}; "
+                  f"teacher/student MACs {models['teacher']['macs'] / max(models['student']['macs'], 1):.1f}x; "
+                  f"distill/baseline epoch time {models['student']['epoch_seconds_median'] / models['baseline']['epoch_seconds_median']:.2f}x")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.progress import RichProgress, SilentProgress
+    from pipeline.run import run_pipeline
+
+    cfg = load_config(Path(args.config), args.set)
+    out = Path(args.out) if args.out else Path("runs") / cfg.run.name
+    progress = (lambda label: SilentProgress()) if args.quiet else (lambda label: RichProgress(label, console))
+    summary = run_pipeline(cfg, out.resolve(), until=args.until, force=tuple(args.force), progress=progress)
+    print_models(summary, Console())
+    Console().print(f"run directory: {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgekd", description="Distil a PyTorch teacher into a small, "
+                                     "benchmarked, mobile-ready student.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and the final table")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train teacher, baseline and distilled student (skips fresh stages)")
+    run.add_argument("config", help="TOML config, e.g. configs/digits.toml")
+    run.add_argument("--out", help="run directory (default: runs/<run.name>)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config key, e.g. --set distill.temperature=8 (repeatable)")
+    run.add_argument("--until", metavar="STAGE", help="stop after this stage")
+    run.add_argument("--force", action="append", default=[], metavar="STAGE",
+                     help="re-run this stage and those that depend on it (repeatable)")
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
+                        handlers=[RichHandler(console=console, show_path=False, show_level=args.debug)], force=True)
+    try:
+        return args.func(args)
+    except EdgekdError as exc:
+        if args.debug:
+            raise
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: finished stages are kept; run the same command to resume")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""The typed, frozen pipeline config: defaults live here and only here.
+
+A config is read from TOML, overridden with dotted `key=value` pairs, type-checked and validated;
+every problem (unknown key, wrong type, impossible value) is collected and raised at once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+import tomli_w
+
+from models import check_arch
+from pipeline.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = ""  # "" means the config file's stem
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "digits"  # a name in pipeline.data.DATASETS
+    path: str = ""  # directory (idx, folder) or file (npz); relative paths are taken from the working directory
+    test_fraction: float = 0.2  # ignored by idx when a t10k test set is present
+    val_fraction: float = 0.1  # of what remains after the test split; used for early stopping
+    layout: Literal["nchw", "nhwc"] = "nchw"  # npz only: layout of a rank-4 `x`
+    image_size: tuple[int, ...] = ()  # folder only: (height, width) to resize to; () keeps the files' size
+    grayscale: bool = False  # folder only: convert images to one channel
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 64
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.0
+    schedule: Literal["cosine", "none"] = "cosine"
+    jitter: int = 0  # random shifts of up to ±jitter pixels, applied on the fly each epoch
+    patience: int = 0  # stop after this many epochs without a better val accuracy; 0 never stops early
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "cnn"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = TrainConfig()
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    temperature: float = 4.0
+    alpha: float = 0.9  # weight of the soft (teacher) loss; 1 - alpha weighs the hard-label loss
+    transfer_copies: int = 0  # jittered copies of the train split added to the transfer set
+    transfer_jitter: int = 2  # ±pixels of those copies
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    run: RunConfig = RunConfig()
+    data: DataConfig = DataConfig()
+    teacher: ModelConfig = ModelConfig(arch="cnn")
+    student: ModelConfig = ModelConfig(arch="mlp")
+    distill: DistillConfig = DistillConfig()
+
+    def section(self, *names: str) -> dict[str, Any]:
+        """The named sections as plain dicts: what a stage's config hash is computed from."""
+        return {n: dataclasses.asdict(getattr(self, n)) for n in names}
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(dataclasses.asdict(self))
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if get_origin(tp) is tuple:
+        return f"a list of {_type_name(get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "a table"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            problems.append(f"{key}: expected a table, got {value!r}")
+            return tp()
+        return _build(tp, value, key, problems)
+    if origin is Literal:
+        if value not in get_args(tp):
+            problems.append(f"{key} = {value!r}: expected one of {_type_name(tp)}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            problems.append(f"{key} = {value!r}: expected {_type_name(tp)}")
+            return ()
+        return tuple(_convert(v, get_args(tp)[0], f"{key}[{i}]", problems) for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            problems.append(f"{key} = {value!r}: expected a table")
+            return {}
+        return dict(value)
+    ok = {bool: isinstance(value, bool),
+          int: isinstance(value, int) and not isinstance(value, bool),
+          float: isinstance(value, (int, float)) and not isinstance(value, bool),
+          str: isinstance(value, str)}[tp]
+    if not ok:
+        problems.append(f"{key} = {value!r}: expected {_type_name(tp)}")
+        return value
+    return float(value) if tp is float else value
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str, problems: list[str]) -> Any:
+    hints = get_type_hints(cls)
+    defaults = cls()
+    values = {}
+    for key, value in raw.items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        if key not in hints:
+            problems.append(f"unknown key {dotted!r}; valid keys{' in [' + prefix + ']' if prefix else ''}: "
+                            f"{', '.join(hints)}")
+            continue
+        if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
+            # merge into this field's own default so e.g. [student] keeps its default arch
+            values[key] = _build_onto(getattr(defaults, key), value, dotted, problems)
+        else:
+            before = len(problems)
+            converted = _convert(value, hints[key], dotted, problems)
+            if len(problems) == before:  # a wrong value keeps the default so validation can still run
+                values[key] = converted
+    return dataclasses.replace(defaults, **values)
+
+
+def _build_onto(default: Any, raw: dict[str, Any], prefix: str, problems: list[str]) -> Any:
+    base = dataclasses.asdict(default)
+    merged = _deep_merge(base, raw)
+    return _build(type(default), merged, prefix, problems) if raw else default
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split `a.b=c` into (["a", "b"], value); the value is read as TOML, else taken as a string."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError([f"--set {item!r}: expected KEY=VALUE, e.g. --set distill.temperature=8"], "--set")
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    return [p.strip() for p in key.split(".")], value
+
+
+def _apply_override(raw: dict[str, Any], path: list[str], value: Any, problems: list[str]) -> None:
+    node = raw
+    for i, part in enumerate(path[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            problems.append(f"--set {'.'.join(path)}: {'.'.join(path[:i + 1])} is not a table")
+            return
+        node = child
+    node[path[-1]] = value
+
+
+def validate(cfg: PipelineConfig) -> list[str]:
+    """Every impossible value in an otherwise well-typed config."""
+    from pipeline.data import DATASETS  # data imports this module's types
+
+    p: list[str] = []
+    if cfg.data.dataset not in DATASETS:
+        p.append(f"data.dataset = {cfg.data.dataset!r}: unknown; valid: {', '.join(DATASETS)}")
+    elif DATASETS[cfg.data.dataset].needs_path and not cfg.data.path:
+        p.append(f"data.path: dataset {cfg.data.dataset!r} needs a path to the user's data")
+    if not 0 < cfg.data.test_fraction < 1:
+        p.append(f"data.test_fraction = {cfg.data.test_fraction}: must be in (0, 1)")
+    if not 0 <= cfg.data.val_fraction < 1:
+        p.append(f"data.val_fraction = {cfg.data.val_fraction}: must be in [0, 1)")
+    if cfg.data.image_size and (len(cfg.data.image_size) != 2 or min(cfg.data.image_size) < 1):
+        p.append(f"data.image_size = {list(cfg.data.image_size)}: expected [height, width] of positive integers")
+    if cfg.distill.temperature <= 0:
+        p.append(f"distill.temperature = {cfg.distill.temperature}: must be > 0 (Hinton et al. use 1-20)")
+    if not 0 <= cfg.distill.alpha <= 1:
+        p.append(f"distill.alpha = {cfg.distill.alpha}: must be in [0, 1]")
+    for key in ("transfer_copies", "transfer_jitter"):
+        if getattr(cfg.distill, key) < 0:
+            p.append(f"distill.{key} = {getattr(cfg.distill, key)}: must be >= 0")
+    if cfg.run.threads < 0:
+        p.append(f"run.threads = {cfg.run.threads}: must be >= 0 (0 keeps torch's default)")
+    for role in ("teacher", "student"):
+        model: ModelConfig = getattr(cfg, role)
+        p += [f"{role}.arch = {model.arch!r}: {msg}" for msg in check_arch(model.arch, model.kwargs)]
+        t = model.train
+        for key, low in (("epochs", 1), ("batch_size", 1), ("jitter", 0), ("patience", 0)):
+            if getattr(t, key) < low:
+                p.append(f"{role}.train.{key} = {getattr(t, key)}: must be >= {low}")
+        if t.lr <= 0:
+            p.append(f"{role}.train.lr = {t.lr}: must be > 0")
+        if t.weight_decay < 0:
+            p.append(f"{role}.train.weight_decay = {t.weight_decay}: must be >= 0")
+    return p
+
+
+def load_config(path: Path | None, overrides: list[str] = ()) -> PipelineConfig:
+    """Read `path` (TOML), apply `key=value` overrides, type-check and validate.
+
+    Raises:
+        ConfigError: listing every unknown key, wrong type and impossible value at once.
+    """
+    raw: dict[str, Any] = {}
+    source = "config"
+    if path is not None:
+        source = str(path)
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError([f"file not found; pass an existing config such as configs/digits.toml"], source)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"not valid TOML: {exc}"], source)
+    problems: list[str] = []
+    for item in overrides:
+        keys, value = parse_override(item)
+        _apply_override(raw, keys, value, problems)
+    cfg = _build(PipelineConfig, raw, "", problems)
+    problems += validate(cfg)
+    if problems:
+        raise ConfigError(problems, source + (" with --set overrides" if overrides else ""))
+    if not cfg.run.name and path is not None:
+        cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=Path(path).stem))
+    return cfg

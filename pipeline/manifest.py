@@ -1,0 +1,89 @@
+"""manifest.json (schema edgekd.manifest/1): what each stage did, from what, and what it wrote.
+
+A stage is fresh, and is skipped on re-run, when its recorded config hash and input hashes equal the
+current ones and every output it recorded is still on disk with the recorded sha256.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+
+from pipeline.fileio import sha256_file, write_json
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "edgekd.manifest/1"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class Manifest:
+    def __init__(self, path: Path, data: dict | None = None):
+        self.path = path
+        self.data = data or {"schema": SCHEMA, "created": _now(), "stages": {}, "artifacts": {}}
+
+    @classmethod
+    def load(cls, path: Path) -> "Manifest":
+        """Read `path`; a missing or unreadable manifest starts afresh (every stage then re-runs)."""
+        try:
+            data = json.loads(path.read_text())
+            if data.get("schema") == SCHEMA:
+                return cls(path, data)
+            log.warning("%s has schema %r, not %s; starting a new manifest", path, data.get("schema"), SCHEMA)
+        except FileNotFoundError:
+            pass
+        except (json.JSONDecodeError, OSError) as exc:
+            log.warning("%s is unreadable (%s); starting a new manifest", path, exc)
+        return cls(path)
+
+    @property
+    def stages(self) -> dict[str, dict]:
+        return self.data["stages"]
+
+    def why_stale(self, stage: str, config_hash: str, input_hashes: dict[str, str]) -> str | None:
+        """None when `stage` can be skipped, else the reason it must run."""
+        entry = self.stages.get(stage)
+        if not entry or entry.get("status") != "done":
+            return "not run yet" if not entry else f"last run {entry.get('status')}"
+        if entry["config_hash"] != config_hash:
+            return "config changed"
+        if entry["input_hashes"] != input_hashes:
+            changed = sorted(k for k in set(entry["input_hashes"]) | set(input_hashes)
+                             if entry["input_hashes"].get(k) != input_hashes.get(k))
+            return f"input changed: {', '.join(changed)}"
+        for rel in entry["outputs"]:
+            file = self.path.parent / rel
+            if not file.exists():
+                return f"output {rel} missing"
+            if sha256_file(file) != self.data["artifacts"][rel]["sha256"]:
+                return f"output {rel} modified"
+        return None
+
+    def start(self, stage: str) -> None:
+        self.stages[stage] = {"status": "running", "started": _now()}
+        self.save()
+
+    def finish(self, stage: str, *, seconds: float, config_hash: str, input_hashes: dict[str, str],
+               outputs: list[Path], metrics: dict) -> None:
+        run_dir = self.path.parent
+        rels = [str(p.relative_to(run_dir)) for p in outputs]
+        for rel in rels:
+            file = run_dir / rel
+            self.data["artifacts"][rel] = {"sha256": sha256_file(file), "size_bytes": file.stat().st_size,
+                                           "stage": stage}
+        self.stages[stage] = {"status": "done", "seconds": round(seconds, 3), "config_hash": config_hash,
+                              "input_hashes": input_hashes, "outputs": rels, "metrics": metrics,
+                              "finished": _now()}
+        self.save()
+
+    def fail(self, stage: str, error: str) -> None:
+        self.stages[stage] = {"status": "failed", "error": error, "finished": _now()}
+        self.save()
+
+    def save(self) -> None:
+        self.data["updated"] = _now()
+        write_json(self.path, self.data)

@@ -1,0 +1,142 @@
+"""`edgekd run`: prepare data, then run the stages in order, skipping those that are fresh.
+
+Stage order and dependencies are fixed here. Each stage's config hash covers only the config
+sections it reads; its input hashes cover the data and the files it loads, so changing the
+temperature re-runs the student but neither the teacher nor the baseline.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+import pipeline
+from pipeline.config import PipelineConfig
+from pipeline.data import prepare, write_eval
+from pipeline.distill import train_student
+from pipeline.errors import UsageError
+from pipeline.fileio import sha256_file, sha256_json, write_json, write_text
+from pipeline.manifest import Manifest
+from pipeline.progress import SilentProgress, TrainProgress
+from pipeline.stage import StageContext, StageResult
+from pipeline.teacher import train_baseline, train_teacher
+from pipeline.train import pick_device
+
+log = logging.getLogger(__name__)
+
+STAGES: dict[str, Callable[[StageContext], StageResult]] = {
+    "teacher": train_teacher,
+    "baseline": train_baseline,
+    "student": train_student,
+}
+# files (relative to the run directory) each stage reads; their sha256 is part of its input hash
+STAGE_INPUTS: dict[str, tuple[str, ...]] = {"teacher": (), "baseline": (), "student": ("teacher.pt",)}
+MODEL_STAGES = ("teacher", "baseline", "student")
+
+
+def stage_config(stage: str, cfg: PipelineConfig) -> dict:
+    """The part of the config that `stage` reads (data settings enter through the data hash)."""
+    seed = {"seed": cfg.run.seed}
+    transfer = {"transfer_copies": cfg.distill.transfer_copies, "transfer_jitter": cfg.distill.transfer_jitter}
+    return {
+        "teacher": lambda: {**seed, **cfg.section("teacher")},
+        "baseline": lambda: {**seed, **cfg.section("student"), "transfer": transfer},
+        "student": lambda: {**seed, **cfg.section("student", "distill")},
+    }[stage]()
+
+
+def downstream(stages: set[str]) -> set[str]:
+    """`stages` and every stage that reads their outputs."""
+    out = set(stages)
+    changed = True
+    while changed:
+        changed = False
+        for name, needs in STAGE_INPUTS.items():
+            if name not in out and any(Path(f).stem in out for f in needs):
+                out.add(name)
+                changed = True
+    return out
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+
+
+def run_pipeline(cfg: PipelineConfig, run_dir: Path, until: str | None = None, force: tuple[str, ...] = (),
+                 progress: Callable[[str], TrainProgress] = lambda label: SilentProgress()) -> RunSummary:
+    """Run the stages of `cfg` into `run_dir`, up to and including `until`.
+
+    Args:
+        cfg: the validated config.
+        run_dir: the run directory; created if needed, reused to skip fresh stages.
+        until: last stage to run (default: all).
+        force: stages to re-run even when fresh; stages that depend on them re-run too.
+        progress: makes one progress reporter per training stage.
+    """
+    for name in (*force, *([until] if until else [])):
+        if name not in STAGES:
+            raise UsageError(f"unknown stage {name!r}; valid stages in order: {', '.join(STAGES)}")
+    selected = list(STAGES)[: list(STAGES).index(until) + 1] if until else list(STAGES)
+    forced = downstream(set(force))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / "config.toml", cfg.to_toml())
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    device = pick_device(cfg.run.device)
+
+    manifest = Manifest.load(run_dir / "manifest.json")
+    data = prepare(cfg.data, cfg.run.seed)
+    data_hash = data.fingerprint()
+    eval_path = run_dir / "data" / "eval.npz"
+    if manifest.data.get("data", {}).get("fingerprint") != data_hash or not eval_path.exists():
+        write_eval(data, eval_path)
+    manifest.data.update({
+        "run": cfg.run.name, "edgekd_version": pipeline.__version__, "config_hash": sha256_json(dataclasses.asdict(cfg)),
+        "environment": {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.machine(),
+                        "device": str(device), "threads": torch.get_num_threads()},
+        "data": {**data.summary(), "fingerprint": data_hash},
+    })
+    manifest.data["artifacts"]["data/eval.npz"] = {"sha256": sha256_file(eval_path),
+                                                   "size_bytes": eval_path.stat().st_size, "stage": "data"}
+    manifest.save()
+
+    ctx = StageContext(cfg, data, run_dir, device, progress)
+    summary = RunSummary(run_dir)
+    for stage in selected:
+        config_hash = sha256_json(stage_config(stage, cfg))
+        inputs = {"data": data_hash, **{f: sha256_file(run_dir / f) for f in STAGE_INPUTS[stage]}}
+        reason = "forced" if stage in forced else manifest.why_stale(stage, config_hash, inputs)
+        if reason is None:
+            log.info("stage %s: up to date, skipped (config and inputs unchanged)", stage)
+            summary.skipped.append(stage)
+            continue
+        log.info("stage %s: running (%s)", stage, reason)
+        manifest.start(stage)
+        start = time.perf_counter()
+        try:
+            result = STAGES[stage](ctx)
+        except BaseException as exc:
+            manifest.fail(stage, f"{type(exc).__name__}: {exc}")
+            raise
+        seconds = time.perf_counter() - start
+        manifest.finish(stage, seconds=seconds, config_hash=config_hash, input_hashes=inputs,
+                        outputs=result.outputs, metrics=result.metrics)
+        log.info("stage %s: done in %.1f s (%s)", stage, seconds,
+                 ", ".join(f"{p.name} {p.stat().st_size / 1024:.0f} KiB" for p in result.outputs))
+        summary.ran.append(stage)
+
+    summary.metrics = {s: manifest.stages[s]["metrics"] for s in MODEL_STAGES
+                       if manifest.stages.get(s, {}).get("status") == "done"}
+    write_json(run_dir / "metrics.json", {"run": cfg.run.name, "data": data.summary() | {"fingerprint": data_hash},
+                                          "models": summary.metrics})
+    return summary
