@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.errors import EdgekdError
@@ -49,18 +50,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / cfg.run.name
     progress = (lambda label: SilentProgress()) if args.quiet else (lambda label: RichProgress(label, console))
     summary = run_pipeline(cfg, out.resolve(), until=args.until, force=tuple(args.force), progress=progress)
-    print_models(summary, Console())
-    Console().print(f"run directory: {out}")
+    stdout = Console() if Console().is_terminal else Console(width=120)
+    print_models(summary, stdout)
+    stdout.print(f"run directory: {out}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgekd", description="Distil a PyTorch teacher into a small, "
-                                     "benchmarked, mobile-ready student.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and the final table")
+    # accepted before or after the command; SUPPRESS keeps the subcommand from resetting a global value
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and debug logs")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="only warnings and the final table")
+    parser = argparse.ArgumentParser(prog="edgekd", parents=[common], description="Distil a PyTorch teacher "
+                                     "into a small, benchmarked, mobile-ready student.")
+    parser.set_defaults(debug=False, quiet=False)
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="train teacher, baseline and distilled student (skips fresh stages)")
+    run = sub.add_parser("run", parents=[common], help="train teacher, baseline and distilled student (skips fresh stages)")
     run.add_argument("config", help="TOML config, e.g. configs/digits.toml")
     run.add_argument("--out", help="run directory (default: runs/<run.name>)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -83,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     except EdgekdError as exc:
         if args.debug:
             raise
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: finished stages are kept; run the same command to resume")

@@ -25,8 +25,15 @@ log = logging.getLogger(__name__)
 
 def kd_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, temperature: float, alpha: float) -> Tensor:
     """The distillation loss above, as a scalar averaged over the batch."""
+    teacher_log_probs = F.log_softmax(teacher_logits / temperature, dim=1)
+    return kd_loss_from_log_probs(student_logits, teacher_log_probs, labels, temperature, alpha)
+
+
+def kd_loss_from_log_probs(student_logits: Tensor, teacher_log_probs: Tensor, labels: Tensor,
+                           temperature: float, alpha: float) -> Tensor:
+    """`kd_loss` with the teacher's soft targets given as log-probabilities at `temperature` (cacheable)."""
     t = temperature
-    soft = F.kl_div(F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
+    soft = F.kl_div(F.log_softmax(student_logits / t, dim=1), teacher_log_probs,
                     reduction="batchmean", log_target=True) * (t * t)
     hard = F.cross_entropy(student_logits, labels)
     return alpha * soft + (1.0 - alpha) * hard
@@ -63,12 +70,12 @@ def train_student(ctx: StageContext) -> StageResult:
         cache_seconds = 0.0
     else:
         start = time.perf_counter()
-        cached = predict(teacher, x)
+        cached = F.log_softmax(predict(teacher, x) / temperature, dim=1)
         cache_seconds = time.perf_counter() - start
-        log.info("cached teacher logits for %d transfer samples in %.2f s", len(x), cache_seconds)
+        log.info("cached teacher soft targets for %d transfer samples in %.2f s", len(x), cache_seconds)
 
         def loss_fn(logits: Tensor, seen: Tensor, idx: Tensor) -> Tensor:
-            return kd_loss(logits, cached[idx], y[idx], temperature, alpha)
+            return kd_loss_from_log_probs(logits, cached[idx], y[idx], temperature, alpha)
     result = train_and_save(ctx, "student", cfg.student, x, y, loss_fn)
     result.metrics.update({"temperature": temperature, "alpha": alpha, "teacher_logits_cached": not cfg.student.train.jitter,
                            "teacher_cache_seconds": round(cache_seconds, 3)})

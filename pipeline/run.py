@@ -88,14 +88,15 @@ def run_pipeline(cfg: PipelineConfig, run_dir: Path, until: str | None = None, f
             raise UsageError(f"unknown stage {name!r}; valid stages in order: {', '.join(STAGES)}")
     selected = list(STAGES)[: list(STAGES).index(until) + 1] if until else list(STAGES)
     forced = downstream(set(force))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / "config.toml", cfg.to_toml())
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     device = pick_device(cfg.run.device)
-
+    data = prepare(cfg.data, cfg.run.seed)  # bad data fails before anything is written
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in run_dir.rglob(".*.tmp"):  # left by a killed write; never under a final name
+        stale.unlink()
+    write_text(run_dir / "config.toml", cfg.to_toml())
     manifest = Manifest.load(run_dir / "manifest.json")
-    data = prepare(cfg.data, cfg.run.seed)
     data_hash = data.fingerprint()
     eval_path = run_dir / "data" / "eval.npz"
     if manifest.data.get("data", {}).get("fingerprint") != data_hash or not eval_path.exists():

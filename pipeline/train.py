@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.config import TrainConfig
+from pipeline.errors import MissingDependency
 from pipeline.progress import SilentProgress, TrainProgress
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,9 @@ class FitResult:
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise MissingDependency("run.device = 'cuda' but torch sees no CUDA device (torch "
+                                f"{torch.__version__}); install a CUDA build of torch or set run.device = 'cpu'")
     return torch.device(name)
 
 
@@ -130,7 +134,8 @@ def fit(model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn, x_val: Tensor, 
         progress.epoch_end(stats)
         log.debug("epoch %d: %s", epoch, stats)
         result.epochs = epoch
-        if not len(y_val) or val_acc > result.val_accuracy:  # no val split: keep the last epoch
+        # ties go to the later epoch: small val splits tie often, and later epochs have seen a lower LR
+        if not len(y_val) or val_acc >= result.val_accuracy:
             result.val_accuracy, result.best_epoch = val_acc, epoch
             best_state = copy.deepcopy(model.state_dict())
         elif cfg.patience and epoch - result.best_epoch >= cfg.patience:

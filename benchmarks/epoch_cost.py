@@ -1,0 +1,62 @@
+"""Cost of a distillation epoch with cached teacher soft targets vs a baseline (labels-only) epoch.
+
+    python benchmarks/epoch_cost.py configs/mnist5k.toml --rounds 7
+
+Builds the config's transfer set, caches the soft targets of a freshly initialised teacher (the
+cost of an epoch does not depend on how good the teacher is), then alternates one baseline epoch and
+one distillation epoch of the same student, `rounds` times, and prints the medians and their ratio.
+Alternating keeps drifting machine load out of the ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.config import load_config
+from pipeline.data import prepare
+from pipeline.distill import kd_loss_from_log_probs, transfer_set
+from pipeline.stage import StageContext, new_model
+from pipeline.train import fit, predict
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args()
+    cfg = load_config(Path(args.config), [*args.set, "run.device=cpu"])
+    ctx = StageContext(cfg, prepare(cfg.data, cfg.run.seed), Path("."), torch.device("cpu"))
+    x, y = transfer_set(ctx)
+    x_val, y_val = ctx.tensors("val")
+    t, alpha = cfg.distill.temperature, cfg.distill.alpha
+    teacher, _ = new_model(ctx, cfg.teacher)
+    soft = F.log_softmax(predict(teacher, x) / t, dim=1)
+    one_epoch = dataclasses.replace(cfg.student.train, epochs=1)
+    losses = {
+        "baseline": lambda logits, _, idx: F.cross_entropy(logits, y[idx]),
+        "distill": lambda logits, _, idx: kd_loss_from_log_probs(logits, soft[idx], y[idx], t, alpha),
+    }
+    seconds: dict[str, list[float]] = {k: [] for k in losses}
+    for _ in range(args.rounds):
+        for name, loss_fn in losses.items():
+            student, _ = new_model(ctx, cfg.student)
+            result = fit(student, x, y, loss_fn, x_val, y_val, one_epoch, cfg.run.seed)
+            seconds[name].append(result.epoch_seconds[0])
+    med = {k: statistics.median(v) for k, v in seconds.items()}
+    print(f"transfer set: {len(x)} samples; student {cfg.student.arch} {cfg.student.kwargs}; "
+          f"{torch.get_num_threads()} threads; {args.rounds} rounds")
+    for name in losses:
+        print(f"{name:9s} epoch: median {med[name]:.4f} s  (min {min(seconds[name]):.4f}, max {max(seconds[name]):.4f})")
+    print(f"distill / baseline epoch cost: {med['distill'] / med['baseline']:.3f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
