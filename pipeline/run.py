@@ -93,7 +93,7 @@ def run_pipeline(cfg: PipelineConfig, run_dir: Path, until: str | None = None, f
     device = pick_device(cfg.run.device)
     data = prepare(cfg.data, cfg.run.seed)  # bad data fails before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in run_dir.rglob(".*.tmp"):  # left by a killed write; never under a final name
+    for stale in run_dir.rglob(".*.tmp*"):  # left by a killed write; never under a final name
         stale.unlink()
     write_text(run_dir / "config.toml", cfg.to_toml())
     manifest = Manifest.load(run_dir / "manifest.json")

@@ -1,0 +1,89 @@
+"""Steps every exporter shares: reference logits, BatchNorm folding, naming the op a converter refused."""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from export.errors import ExportError
+
+
+@torch.no_grad()
+def reference_logits(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    model.eval()
+    t = torch.from_numpy(x)
+    return torch.cat([model(t[i:i + 512]) for i in range(0, len(t), 512)]).numpy()
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of `model` with every BatchNorm that directly follows a Conv2d folded into it.
+
+    Models torch.fx cannot trace are returned unchanged (converters fold BatchNorm themselves,
+    and the audit's op list shows what remains).
+    """
+    import copy
+
+    import torch.fx
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    try:
+        traced = torch.fx.symbolic_trace(copy.deepcopy(model).eval())
+    except Exception:  # fx raises many types for untraceable Python control flow
+        return model
+    modules = dict(traced.named_modules())
+    for node in list(traced.graph.nodes):
+        if node.op != "call_module" or not isinstance(modules[node.target], nn.BatchNorm2d):
+            continue
+        prev = node.args[0]
+        if (isinstance(prev, torch.fx.Node) and prev.op == "call_module" and len(prev.users) == 1
+                and type(modules[prev.target]) is nn.Conv2d):
+            fused = fuse_conv_bn_eval(modules[prev.target], modules[node.target])
+            parent, _, name = prev.target.rpartition(".")
+            setattr(traced.get_submodule(parent) if parent else traced, name, fused)
+            node.replace_all_uses_with(prev)
+            traced.graph.erase_node(node)
+    traced.graph.lint()
+    traced.recompile()
+    return traced.eval()
+
+
+def explain_failure(model: nn.Module, sample: torch.Tensor, exc: Exception, fmt: str) -> ExportError:
+    """An ExportError naming the layer (module path) and op the converter could not handle."""
+    text = f"{type(exc).__name__}: {exc}"
+    ops = sorted(set(re.findall(r"\b(?:aten|[a-z_]+)::?\.?[a-z_][a-z0-9_]*(?:\.[a-z_]+)?", text)))
+    located = []
+    try:
+        program = torch.export.export(model, (sample,))
+        for node in program.graph.nodes:
+            target = str(node.target)
+            if node.op == "call_function" and any(op.replace("::", ".") in target.replace("::", ".") for op in ops):
+                stack = node.meta.get("nn_module_stack") or {}
+                path, cls = list(stack.values())[-1] if stack else ("<top level>", type(model).__name__)
+                located.append(f"layer '{path}' ({getattr(cls, '__name__', cls)}) op {target}")
+    except Exception:  # the model may not even export; the converter's message is then all we have
+        pass
+    where = "; ".join(dict.fromkeys(located)) or (f"op {', '.join(ops)}" if ops else "unknown layer")
+    first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    return ExportError(f"cannot convert to {fmt}: {where}. Converter said: {first_line}. Replace that layer with "
+                       "standard torch.nn ops, or drop this format from export.formats")
+
+
+@contextmanager
+def temp_file(out_path: Path) -> Iterator[Path]:
+    """A temporary path beside `out_path` with the same suffix (converters look at it); removed on failure."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    # ".tmp" before the real suffix: converters insist on the suffix, and a resumed run removes ".*.tmp*"
+    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp" + out_path.suffix, dir=out_path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+    finally:
+        tmp_path.unlink(missing_ok=True)

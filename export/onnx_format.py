@@ -1,0 +1,91 @@
+"""ONNX: fp32 (one self-contained file, dynamic batch axis) and static int8 (QDQ, per-channel)."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from export.audit import audit_onnx
+from export.common import explain_failure, fold_batchnorm, reference_logits, temp_file
+from export.errors import ExportError, RuntimeMissing
+from export.formats import ExportOptions, ExportResult
+from export.parity import check, compare
+from export.runtimes import run_onnx
+
+log = logging.getLogger(__name__)
+
+
+def _finish(tmp: Path, out_path: Path, precision: str, ref: np.ndarray, options: ExportOptions, start: float) -> ExportResult:
+    import onnx
+
+    model = onnx.load(str(tmp))
+    for key, value in options.metadata.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(tmp))
+    onnx.checker.check_model(str(tmp), full_check=True)
+    parity = compare(run_onnx(tmp, options.eval_x), ref, options.eval_y)
+    check(parity, precision, out_path.name)
+    audit = audit_onnx(tmp)
+    os.replace(tmp, out_path)
+    return ExportResult(out_path, "onnx", precision, parity, audit, time.perf_counter() - start)
+
+
+def _write_fp32(model: nn.Module, sample: torch.Tensor, path: Path, opset: int) -> None:
+    try:
+        import onnxscript  # noqa: F401  (the dynamo exporter needs it; fail with a clear message)
+    except ImportError:
+        raise RuntimeMissing("the ONNX exporter needs onnxscript; pip install onnx onnxscript onnxruntime") from None
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    try:
+        torch.onnx.export(model, (sample,), str(path), dynamo=True, external_data=False, opset_version=opset,
+                          dynamic_shapes=({0: batch},), input_names=["input"], output_names=["logits"],
+                          verbose=False)
+    except Exception as exc:  # the exporter raises a zoo of types; all mean "this model does not convert"
+        raise explain_failure(model, sample, exc, "ONNX") from exc
+    if Path(f"{path}.data").exists():
+        raise ExportError(f"{path}: the exporter wrote weights to a separate .data file; edgekd needs one file")
+
+
+def export_onnx(model: nn.Module, sample: torch.Tensor, out_path: Path, options: ExportOptions) -> ExportResult:
+    """fp32 ONNX with BatchNorm folded, checked with onnx.checker (full_check) and ONNX Runtime parity."""
+    start = time.perf_counter()
+    model = fold_batchnorm(model)
+    ref = reference_logits(model, options.eval_x)
+    with temp_file(out_path) as tmp:
+        _write_fp32(model, sample, tmp, options.opset)
+        return _finish(tmp, out_path, "fp32", ref, options, start)
+
+
+class _CalibrationReader:
+    """Feeds calibration samples to onnxruntime's quantizer one batch at a time."""
+
+    def __init__(self, x: np.ndarray, input_name: str, batch_size: int = 32):
+        self._batches = iter([{input_name: x[i:i + batch_size]} for i in range(0, len(x), batch_size)])
+
+    def get_next(self):
+        return next(self._batches, None)
+
+
+def export_onnx_int8(model: nn.Module, sample: torch.Tensor, out_path: Path, options: ExportOptions) -> ExportResult:
+    """Static int8 ONNX: QDQ format, per-channel int8 weights, int8 activations calibrated on train samples."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if options.calibration_x is None or not len(options.calibration_x):
+        raise ExportError("int8 ONNX needs calibration samples (export.calibration_samples > 0)")
+    start = time.perf_counter()
+    model = fold_batchnorm(model)
+    ref = reference_logits(model, options.eval_x)
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[options.onnx_calibration]
+    with temp_file(out_path.with_name(out_path.name + ".fp32.onnx")) as fp32, temp_file(out_path) as tmp:
+        _write_fp32(model, sample, fp32, options.opset)
+        quantize_static(str(fp32), str(tmp), _CalibrationReader(options.calibration_x, "input"),
+                        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=method,
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+        return _finish(tmp, out_path, "int8", ref, options, start)
