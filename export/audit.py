@@ -78,3 +78,25 @@ def audit_onnx(path: Path) -> dict:
             "granularity": "per-channel" if any(s > 1 for s in scales) else "per-tensor" if scales else None,
             "op_count": len(graph.node), "ops": dict(sorted(Counter(n.op_type for n in graph.node).items())),
             "opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))}
+
+
+def io_signature(path: Path) -> dict:
+    """Input and output tensors as the file declares them: name, shape, dtype, (scale, zero point)."""
+    if path.suffix == ".tflite":
+        interp = tflite_interpreter(path, delegates=False)
+
+        def tensor(d: dict) -> dict:
+            scale, zero = d["quantization"]
+            return {"name": d["name"], "shape": [int(v) for v in d["shape"]], "dtype": d["dtype"].__name__,
+                    "quantization": {"scale": float(scale), "zero_point": int(zero)} if scale else None}
+        return {"input": tensor(interp.get_input_details()[0]), "output": tensor(interp.get_output_details()[0])}
+    import onnx
+    from onnx import helper
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+
+    def value(v) -> dict:
+        dims = [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+        return {"name": v.name, "shape": dims, "dtype": helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
+                "quantization": None}
+    return {"input": value(graph.input[0]), "output": value(graph.output[0])}

@@ -15,6 +15,28 @@ from torch import nn
 from export.errors import ExportError
 
 
+@contextmanager
+def quiet_converter() -> Iterator[None]:
+    """Silence what converters print on success (progress lines, deprecation warnings of their own
+    internals); errors still raise. C++ INFO logs are held back by TF_CPP_MIN_LOG_LEVEL."""
+    import contextlib
+    import io
+    import warnings
+
+    import logging
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.disable(logging.WARNING)  # converters log optional-kernel and deprecation notices by the dozen
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 @torch.no_grad()
 def reference_logits(model: nn.Module, x: np.ndarray) -> np.ndarray:
     model.eval()
@@ -54,24 +76,41 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return traced.eval()
 
 
+def _chain_text(exc: BaseException) -> str:
+    parts, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        parts.append(f"{type(exc).__name__}: {exc}")
+        exc = exc.__cause__ or exc.__context__
+    return re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(parts))  # converters colour their messages
+
+
 def explain_failure(model: nn.Module, sample: torch.Tensor, exc: Exception, fmt: str) -> ExportError:
-    """An ExportError naming the layer (module path) and op the converter could not handle."""
-    text = f"{type(exc).__name__}: {exc}"
-    ops = sorted(set(re.findall(r"\b(?:aten|[a-z_]+)::?\.?[a-z_][a-z0-9_]*(?:\.[a-z_]+)?", text)))
+    """An ExportError naming the layer (module path) and op the converter could not handle.
+
+    The model's own graph (torch.export) lists every op with the module it came from; the ops
+    that the converter's error chain mentions are the culprits.
+    """
+    text = _chain_text(exc)
     located = []
     try:
         program = torch.export.export(model, (sample,))
         for node in program.graph.nodes:
-            target = str(node.target)
-            if node.op == "call_function" and any(op.replace("::", ".") in target.replace("::", ".") for op in ops):
+            if node.op != "call_function":
+                continue
+            name = str(node.target)  # e.g. "aten.conv2d.default", "mylib.op.default"
+            base = name.removesuffix(".default")
+            if any(form in text for form in (name, base.replace(".", "::", 1))) and not base.startswith("aten."):
                 stack = node.meta.get("nn_module_stack") or {}
-                path, cls = list(stack.values())[-1] if stack else ("<top level>", type(model).__name__)
-                located.append(f"layer '{path}' ({getattr(cls, '__name__', cls)}) op {target}")
+                path, cls = list(stack.values())[-1] if stack else ("<top level>", type(model))
+                located.append(f"layer '{path}' ({getattr(cls, '__name__', cls)}) op {name}")
     except Exception:  # the model may not even export; the converter's message is then all we have
         pass
-    where = "; ".join(dict.fromkeys(located)) or (f"op {', '.join(ops)}" if ops else "unknown layer")
-    first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-    return ExportError(f"cannot convert to {fmt}: {where}. Converter said: {first_line}. Replace that layer with "
+    where = "; ".join(dict.fromkeys(located)) or "a layer the converter did not name"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    detail = next((ln for ln in lines if any(k in ln.lower() for k in ("not found", "unsupported", "no decomposition",
+                                                                          "not supported"))), lines[0] if lines else "")
+    return ExportError(f"cannot convert to {fmt}: {where}. Converter said: {detail[:300]}. Replace that layer with "
                        "standard torch.nn ops, or drop this format from export.formats")
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from export.audit import audit_onnx
-from export.common import explain_failure, fold_batchnorm, reference_logits, temp_file
+from export.common import explain_failure, fold_batchnorm, quiet_converter, reference_logits, temp_file
 from export.errors import ExportError, RuntimeMissing
 from export.formats import ExportOptions, ExportResult
 from export.parity import check, compare
@@ -40,11 +40,14 @@ def _write_fp32(model: nn.Module, sample: torch.Tensor, path: Path, opset: int) 
         import onnxscript  # noqa: F401  (the dynamo exporter needs it; fail with a clear message)
     except ImportError:
         raise RuntimeMissing("the ONNX exporter needs onnxscript; pip install onnx onnxscript onnxruntime") from None
+    # it warns once per torchvision op it cannot register; torchvision is optional for edgekd
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     batch = torch.export.Dim("batch", min=1, max=4096)
     try:
-        torch.onnx.export(model, (sample,), str(path), dynamo=True, external_data=False, opset_version=opset,
-                          dynamic_shapes=({0: batch},), input_names=["input"], output_names=["logits"],
-                          verbose=False)
+        with quiet_converter():
+            torch.onnx.export(model, (sample,), str(path), dynamo=True, external_data=False, opset_version=opset,
+                              dynamic_shapes=({0: batch},), input_names=["input"], output_names=["logits"],
+                              verbose=False)
     except Exception as exc:  # the exporter raises a zoo of types; all mean "this model does not convert"
         raise explain_failure(model, sample, exc, "ONNX") from exc
     if Path(f"{path}.data").exists():
@@ -74,6 +77,7 @@ class _CalibrationReader:
 def export_onnx_int8(model: nn.Module, sample: torch.Tensor, out_path: Path, options: ExportOptions) -> ExportResult:
     """Static int8 ONNX: QDQ format, per-channel int8 weights, int8 activations calibrated on train samples."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if options.calibration_x is None or not len(options.calibration_x):
         raise ExportError("int8 ONNX needs calibration samples (export.calibration_samples > 0)")
@@ -82,10 +86,13 @@ def export_onnx_int8(model: nn.Module, sample: torch.Tensor, out_path: Path, opt
     ref = reference_logits(model, options.eval_x)
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[options.onnx_calibration]
-    with temp_file(out_path.with_name(out_path.name + ".fp32.onnx")) as fp32, temp_file(out_path) as tmp:
+    with (temp_file(out_path.with_name(out_path.name + ".fp32.onnx")) as fp32,
+          temp_file(out_path.with_name(out_path.name + ".prep.onnx")) as prepared, temp_file(out_path) as tmp):
         _write_fp32(model, sample, fp32, options.opset)
-        quantize_static(str(fp32), str(tmp), _CalibrationReader(options.calibration_x, "input"),
-                        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=method,
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+        with quiet_converter():
+            quant_pre_process(str(fp32), str(prepared))  # shape inference + graph cleanup, as ORT recommends
+            quantize_static(str(prepared), str(tmp), _CalibrationReader(options.calibration_x, "input"),
+                            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
+                            weight_type=QuantType.QInt8, calibrate_method=method,
+                            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
         return _finish(tmp, out_path, "int8", ref, options, start)

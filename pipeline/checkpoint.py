@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from models import ModelSpec, build_model
+from models.registry import ModelError
 from pipeline.errors import DataError
 from pipeline.fileio import write_bytes
 
@@ -34,6 +35,9 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, ModelSpec]:
     except (RuntimeError, KeyError, TypeError, EOFError, OSError) as exc:
         raise DataError(f"{path}: not a readable edgekd checkpoint ({exc}); delete it and re-run the stage "
                         "that writes it (edgekd run CONFIG --force STAGE)") from exc
-    model = build_model(spec)
-    model.load_state_dict(blob["state_dict"])
+    try:
+        model = build_model(spec)
+        model.load_state_dict(blob["state_dict"])
+    except (ModelError, RuntimeError) as exc:
+        raise DataError(f"{path}: cannot rebuild its {spec.arch!r} model ({exc})") from exc
     return model.eval(), spec

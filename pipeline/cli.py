@@ -11,6 +11,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
+from export.errors import ExportError, ParityError, RuntimeMissing
 from pipeline.errors import EdgekdError
 
 log = logging.getLogger("edgekd")
@@ -41,6 +42,20 @@ def print_models(summary, out: Console) -> None:
                   f"distill/baseline epoch time {models['student']['epoch_seconds_median'] / models['baseline']['epoch_seconds_median']:.2f}x")
 
 
+def print_artifacts(artifacts: list[dict], out: Console) -> None:
+    """What the export stage wrote: size, accuracy through its own runtime, parity, and what it really is."""
+    table = Table(title="exported artifacts (accuracy measured by each file's own runtime on data/eval.npz)")
+    for col in ("file", "size KiB", "accuracy", "Δ vs PyTorch", "top-1 agree", "max |Δlogit|", "audit"):
+        table.add_column(col, justify="left" if col in ("file", "audit") else "right")
+    for a in artifacts:
+        p, audit = a["parity"], a["audit"]
+        kind = f"{audit['kind']} ({'/'.join(audit['weight_dtypes'])} weights, {audit['input_dtype']} in)"
+        table.add_row(a["file"], f"{a['size_bytes'] / 1024:,.1f}", _percent(p["accuracy"]),
+                      f"{100 * (p['accuracy'] - p['reference_accuracy']):+.2f} pts", _percent(p["top1_agreement"]),
+                      f"{p['max_abs_diff']:.1e}", kind)
+    out.print(table)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
     from pipeline.progress import RichProgress, SilentProgress
@@ -50,8 +65,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / cfg.run.name
     progress = (lambda label: SilentProgress()) if args.quiet else (lambda label: RichProgress(label, console))
     summary = run_pipeline(cfg, out.resolve(), until=args.until, force=tuple(args.force), progress=progress)
-    stdout = Console() if Console().is_terminal else Console(width=120)
+    stdout = Console() if Console().is_terminal else Console(width=150)
     print_models(summary, stdout)
+    if summary.artifacts:
+        print_artifacts(summary.artifacts, stdout)
     stdout.print(f"run directory: {out}")
     return 0
 
@@ -79,14 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # user models (`arch = "package.module:ClassName"`) import from the directory edgekd runs in, as with uvicorn
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
+    # third-party converters log at INFO by the hundred; show theirs from WARNING, ours at `level`
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(message)s", datefmt="[%X]",
                         handlers=[RichHandler(console=console, show_path=False, show_level=args.debug)], force=True)
+    for ours in ("pipeline", "export", "models", "edgekd"):
+        logging.getLogger(ours).setLevel(level)
     try:
         return args.func(args)
-    except EdgekdError as exc:
+    except (EdgekdError, ExportError, ParityError, RuntimeMissing) as exc:
         if args.debug:
             raise
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)

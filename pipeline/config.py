@@ -65,12 +65,24 @@ class DistillConfig:
 
 
 @dataclass(frozen=True)
+class ExportConfig:
+    models: tuple[str, ...] = ("student", "teacher")  # checkpoints to export: teacher, baseline, student
+    formats: tuple[str, ...] = ("onnx", "onnx_int8", "tflite", "tflite_fp16", "tflite_int8")
+    tflite_layout: Literal["nhwc", "nchw"] = "nhwc"
+    calibration_samples: int = 256  # drawn from the train split, stratified by class
+    onnx_calibration: Literal["minmax", "entropy", "percentile"] = "minmax"  # int8 TFLite (PT2E) uses minmax
+    max_int8_drop: float = 0.01  # int8 accuracy may fall at most this far below fp32 (a fraction: 0.01 = 1 point)
+    opset: int = 18
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     run: RunConfig = RunConfig()
     data: DataConfig = DataConfig()
     teacher: ModelConfig = ModelConfig(arch="cnn")
     student: ModelConfig = ModelConfig(arch="mlp")
     distill: DistillConfig = DistillConfig()
+    export: ExportConfig = ExportConfig()
 
     def section(self, *names: str) -> dict[str, Any]:
         """The named sections as plain dicts: what a stage's config hash is computed from."""
@@ -203,6 +215,7 @@ def validate(cfg: PipelineConfig) -> list[str]:
     for key in ("transfer_copies", "transfer_jitter"):
         if getattr(cfg.distill, key) < 0:
             p.append(f"distill.{key} = {getattr(cfg.distill, key)}: must be >= 0")
+    p += _validate_export(cfg.export)
     if cfg.run.threads < 0:
         p.append(f"run.threads = {cfg.run.threads}: must be >= 0 (0 keeps torch's default)")
     for role in ("teacher", "student"):
@@ -216,6 +229,24 @@ def validate(cfg: PipelineConfig) -> list[str]:
             p.append(f"{role}.train.lr = {t.lr}: must be > 0")
         if t.weight_decay < 0:
             p.append(f"{role}.train.weight_decay = {t.weight_decay}: must be >= 0")
+    return p
+
+
+def _validate_export(e: ExportConfig) -> list[str]:
+    from export.formats import FORMATS
+
+    p = []
+    roles = ("teacher", "baseline", "student")
+    for key, given, valid in (("models", e.models, roles), ("formats", e.formats, tuple(FORMATS))):
+        unknown = [v for v in given if v not in valid]
+        if unknown:
+            p.append(f"export.{key}: unknown {', '.join(map(repr, unknown))}; valid: {', '.join(valid)}")
+    if e.calibration_samples < 1:
+        p.append(f"export.calibration_samples = {e.calibration_samples}: must be >= 1")
+    if not 0 <= e.max_int8_drop <= 1:
+        p.append(f"export.max_int8_drop = {e.max_int8_drop}: must be a fraction in [0, 1] (0.01 = 1 point)")
+    if e.opset < 17:
+        p.append(f"export.opset = {e.opset}: must be >= 17")
     return p
 
 

@@ -33,6 +33,7 @@ class RawData:
     y: np.ndarray
     labels: list[str]
     source: str
+    pixel_max: float = 1.0  # raw values were divided by this to land in [0, 1]
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
 
@@ -51,6 +52,7 @@ class Dataset:
     y_test: np.ndarray
     mean: np.ndarray  # per channel, from the train split only
     std: np.ndarray
+    pixel_max: float = 1.0  # runtimes compute x = (raw / pixel_max - mean) / std
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -72,7 +74,8 @@ class Dataset:
     def summary(self) -> dict:
         return {"name": self.name, "num_classes": self.num_classes, "input_shape": list(self.in_shape),
                 "n_train": len(self.y_train), "n_val": len(self.y_val), "n_test": len(self.y_test),
-                "labels": self.labels, "mean": self.mean.tolist(), "std": self.std.tolist()}
+                "labels": self.labels, "mean": self.mean.tolist(), "std": self.std.tolist(),
+                "pixel_max": self.pixel_max}
 
 
 def load_digits(cfg: DataConfig) -> RawData:
@@ -80,7 +83,7 @@ def load_digits(cfg: DataConfig) -> RawData:
 
     bunch = sk_digits()
     x = (bunch.images / 16.0).astype(np.float32)[:, None]
-    return RawData(x, bunch.target.astype(np.int64), [str(t) for t in bunch.target_names], "sklearn load_digits")
+    return RawData(x, bunch.target.astype(np.int64), [str(t) for t in bunch.target_names], "sklearn load_digits", 16.0)
 
 
 def load_mnist5k(cfg: DataConfig) -> RawData:
@@ -92,7 +95,7 @@ def load_mnist5k(cfg: DataConfig) -> RawData:
         table = np.loadtxt(fh, delimiter=",", dtype=np.float32)
     # 784 pixel columns (0-255), then the label
     x = (table[:, :-1] / 255.0).reshape(-1, 1, 28, 28)
-    return RawData(x, table[:, -1].astype(np.int64), [str(d) for d in range(10)], str(path))
+    return RawData(x, table[:, -1].astype(np.int64), [str(d) for d in range(10)], str(path), 255.0)
 
 
 def _find_idx(root: Path, split: str, kind: str) -> Path | None:
@@ -109,18 +112,19 @@ def load_idx(cfg: DataConfig) -> RawData:
     if not found["train", "images"] or not found["train", "labels"]:
         raise DataError(f"{root}: no train-images-idx3-ubyte / train-labels-idx1-ubyte files (raw or .gz) found")
 
-    def pair(split: str) -> tuple[np.ndarray, np.ndarray]:
+    def pair(split: str) -> tuple[np.ndarray, np.ndarray, float]:
         images, labels = read_idx(found[split, "images"]), read_idx(found[split, "labels"])
         if images.ndim not in (3, 4) or labels.ndim != 1:
             raise DataError(f"{found[split, 'images']}: expected images of rank 3 (N, H, W) and labels of rank 1; "
                             f"got {images.ndim} and {labels.ndim}")
-        x = images.astype(np.float32) / (255.0 if images.dtype == np.uint8 else 1.0)
-        return (x[:, None] if x.ndim == 3 else x), labels.astype(np.int64)
+        pixel_max = 255.0 if images.dtype == np.uint8 else 1.0
+        x = images.astype(np.float32) / pixel_max
+        return (x[:, None] if x.ndim == 3 else x), labels.astype(np.int64), pixel_max
 
-    x, y = pair("train")
-    test = pair("t10k") if found["t10k", "images"] and found["t10k", "labels"] else (None, None)
-    num_classes = int(max(y.max(), test[1].max() if test[1] is not None else 0)) + 1
-    return RawData(x, y, [str(i) for i in range(num_classes)], str(root), *test)
+    x, y, pixel_max = pair("train")
+    x_test, y_test = pair("t10k")[:2] if found["t10k", "images"] and found["t10k", "labels"] else (None, None)
+    num_classes = int(max(y.max(), y_test.max() if y_test is not None else 0)) + 1
+    return RawData(x, y, [str(i) for i in range(num_classes)], str(root), pixel_max, x_test, y_test)
 
 
 def load_npz(cfg: DataConfig) -> RawData:
@@ -143,12 +147,13 @@ def load_npz(cfg: DataConfig) -> RawData:
         x = x[:, None]
     elif cfg.layout == "nhwc":
         x = x.transpose(0, 3, 1, 2)
-    x = x.astype(np.float32) / (255.0 if x.dtype == np.uint8 else 1.0)
+    pixel_max = 255.0 if x.dtype == np.uint8 else 1.0
+    x = x.astype(np.float32) / pixel_max
     if y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer) or np.all(np.mod(y, 1) == 0)):
         raise DataError(f"{path}: y must be a rank-1 array of integer class ids; got dtype {y.dtype}, shape {list(y.shape)}")
     y = y.astype(np.int64)
     labels = [str(s) for s in arrays["labels"]] if "labels" in arrays else [str(i) for i in range(int(y.max()) + 1 if len(y) else 0)]
-    return RawData(np.ascontiguousarray(x), y, labels, str(path))
+    return RawData(np.ascontiguousarray(x), y, labels, str(path), pixel_max)
 
 
 def load_folder(cfg: DataConfig) -> RawData:
@@ -181,7 +186,7 @@ def load_folder(cfg: DataConfig) -> RawData:
             targets.append(idx)
     x = np.stack(images)
     x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
-    return RawData(np.ascontiguousarray(x), np.asarray(targets, np.int64), [p.name for p in classes], str(root))
+    return RawData(np.ascontiguousarray(x), np.asarray(targets, np.int64), [p.name for p in classes], str(root), 255.0)
 
 
 @dataclass(frozen=True)
@@ -255,7 +260,7 @@ def prepare(cfg: DataConfig, seed: int) -> Dataset:
         return ((a - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
 
     ds = Dataset(cfg.dataset, raw.labels, norm(x_train), y_rest[train], norm(x_rest[val]), y_rest[val],
-                 norm(x_test), y_test, mean, std)
+                 norm(x_test), y_test, mean, std, raw.pixel_max)
     log.info("data %s: %d train / %d val / %d test, input %s, %d classes", ds.name, len(ds.y_train),
              len(ds.y_val), len(ds.y_test), list(ds.in_shape), ds.num_classes)
     return ds
@@ -263,4 +268,5 @@ def prepare(cfg: DataConfig, seed: int) -> Dataset:
 
 def write_eval(ds: Dataset, path: Path) -> None:
     """Write the test split exactly as runtimes see it (normalised float32 NCHW) plus its metadata."""
-    write_npz(path, x=ds.x_test, y=ds.y_test, mean=ds.mean, std=ds.std, labels=np.asarray(ds.labels))
+    write_npz(path, x=ds.x_test, y=ds.y_test, mean=ds.mean, std=ds.std, pixel_max=np.float32(ds.pixel_max),
+              labels=np.asarray(ds.labels))

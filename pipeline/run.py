@@ -20,6 +20,8 @@ import pipeline
 from pipeline.config import PipelineConfig
 from pipeline.data import prepare, write_eval
 from pipeline.distill import train_student
+from pipeline.export_stage import export_models
+from pipeline.quantize import select_calibration
 from pipeline.errors import UsageError
 from pipeline.fileio import sha256_file, sha256_json, write_json, write_text
 from pipeline.manifest import Manifest
@@ -34,31 +36,46 @@ STAGES: dict[str, Callable[[StageContext], StageResult]] = {
     "teacher": train_teacher,
     "baseline": train_baseline,
     "student": train_student,
+    "quantize": select_calibration,
+    "export": export_models,
 }
-# files (relative to the run directory) each stage reads; their sha256 is part of its input hash
-STAGE_INPUTS: dict[str, tuple[str, ...]] = {"teacher": (), "baseline": (), "student": ("teacher.pt",)}
+# the file each stage writes that later stages read
+PRODUCES = {"teacher": "teacher.pt", "baseline": "baseline.pt", "student": "student.pt",
+            "quantize": "data/calibration.npz"}
 MODEL_STAGES = ("teacher", "baseline", "student")
+
+
+def stage_inputs(stage: str, cfg: PipelineConfig) -> tuple[str, ...]:
+    """Files (relative to the run directory) `stage` reads; their sha256 is part of its input hash."""
+    if stage == "student":
+        return ("teacher.pt",)
+    if stage == "export":
+        return (*(PRODUCES[m] for m in cfg.export.models), "data/calibration.npz")
+    return ()
 
 
 def stage_config(stage: str, cfg: PipelineConfig) -> dict:
     """The part of the config that `stage` reads (data settings enter through the data hash)."""
     seed = {"seed": cfg.run.seed}
     transfer = {"transfer_copies": cfg.distill.transfer_copies, "transfer_jitter": cfg.distill.transfer_jitter}
+    export = cfg.section("export")["export"]
     return {
         "teacher": lambda: {**seed, **cfg.section("teacher")},
         "baseline": lambda: {**seed, **cfg.section("student"), "transfer": transfer},
         "student": lambda: {**seed, **cfg.section("student", "distill")},
+        "quantize": lambda: {**seed, "calibration_samples": export["calibration_samples"]},
+        "export": lambda: {k: v for k, v in export.items() if k != "calibration_samples"},
     }[stage]()
 
 
-def downstream(stages: set[str]) -> set[str]:
+def downstream(stages: set[str], cfg: PipelineConfig) -> set[str]:
     """`stages` and every stage that reads their outputs."""
     out = set(stages)
     changed = True
     while changed:
         changed = False
-        for name, needs in STAGE_INPUTS.items():
-            if name not in out and any(Path(f).stem in out for f in needs):
+        for name in STAGES:
+            if name not in out and any(PRODUCES.get(s) in stage_inputs(name, cfg) for s in out):
                 out.add(name)
                 changed = True
     return out
@@ -70,6 +87,7 @@ class RunSummary:
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
+    artifacts: list[dict] = field(default_factory=list)
 
 
 def run_pipeline(cfg: PipelineConfig, run_dir: Path, until: str | None = None, force: tuple[str, ...] = (),
@@ -87,7 +105,7 @@ def run_pipeline(cfg: PipelineConfig, run_dir: Path, until: str | None = None, f
         if name not in STAGES:
             raise UsageError(f"unknown stage {name!r}; valid stages in order: {', '.join(STAGES)}")
     selected = list(STAGES)[: list(STAGES).index(until) + 1] if until else list(STAGES)
-    forced = downstream(set(force))
+    forced = downstream(set(force), cfg)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     device = pick_device(cfg.run.device)
@@ -115,7 +133,11 @@ def run_pipeline(cfg: PipelineConfig, run_dir: Path, until: str | None = None, f
     summary = RunSummary(run_dir)
     for stage in selected:
         config_hash = sha256_json(stage_config(stage, cfg))
-        inputs = {"data": data_hash, **{f: sha256_file(run_dir / f) for f in STAGE_INPUTS[stage]}}
+        missing = [f for f in stage_inputs(stage, cfg) if not (run_dir / f).exists()]
+        if missing:
+            raise UsageError(f"stage {stage} needs {', '.join(missing)}, which no stage of this run has written; "
+                             f"run without --until, or add the model that writes it")
+        inputs = {"data": data_hash, **{f: sha256_file(run_dir / f) for f in stage_inputs(stage, cfg)}}
         reason = "forced" if stage in forced else manifest.why_stale(stage, config_hash, inputs)
         if reason is None:
             log.info("stage %s: up to date, skipped (config and inputs unchanged)", stage)
@@ -132,12 +154,15 @@ def run_pipeline(cfg: PipelineConfig, run_dir: Path, until: str | None = None, f
         seconds = time.perf_counter() - start
         manifest.finish(stage, seconds=seconds, config_hash=config_hash, input_hashes=inputs,
                         outputs=result.outputs, metrics=result.metrics)
-        log.info("stage %s: done in %.1f s (%s)", stage, seconds,
-                 ", ".join(f"{p.name} {p.stat().st_size / 1024:.0f} KiB" for p in result.outputs))
+        size = sum(p.stat().st_size for p in result.outputs)
+        names = ", ".join(p.name for p in result.outputs) if len(result.outputs) <= 2 else f"{len(result.outputs)} files"
+        log.info("stage %s: done in %.1f s (%s, %.0f KiB)", stage, seconds, names, size / 1024)
         summary.ran.append(stage)
 
     summary.metrics = {s: manifest.stages[s]["metrics"] for s in MODEL_STAGES
                        if manifest.stages.get(s, {}).get("status") == "done"}
+    if manifest.stages.get("export", {}).get("status") == "done":
+        summary.artifacts = manifest.stages["export"]["metrics"]["artifacts"]
     write_json(run_dir / "metrics.json", {"run": cfg.run.name, "data": data.summary() | {"fingerprint": data_hash},
                                           "models": summary.metrics})
     return summary

@@ -26,7 +26,7 @@ FAST = ["teacher.train.epochs=3", "student.train.epochs=3", "distill.transfer_co
 def fast_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run") / "digits"
     cfg = load_config(DIGITS, FAST)
-    return cfg, run_dir, run_pipeline(cfg, run_dir)
+    return cfg, run_dir, run_pipeline(cfg, run_dir, until="student")
 
 
 def _hashes(run_dir: Path) -> dict[str, str]:
@@ -65,7 +65,7 @@ def test_checkpoint_reproduces_recorded_accuracy(fast_run, name):
 def test_rerun_skips_fresh_stages_and_changes_nothing(fast_run):
     cfg, run_dir, _ = fast_run
     before = _hashes(run_dir)
-    again = run_pipeline(cfg, run_dir)
+    again = run_pipeline(cfg, run_dir, until="student")
     assert again.ran == [] and again.skipped == ["teacher", "baseline", "student"]
     assert _hashes(run_dir) == before
 
@@ -73,7 +73,7 @@ def test_rerun_skips_fresh_stages_and_changes_nothing(fast_run):
 def test_changed_temperature_reruns_only_the_student(fast_run):
     _, run_dir, _ = fast_run
     cfg = load_config(DIGITS, [*FAST, "distill.temperature=2"])
-    summary = run_pipeline(cfg, run_dir)
+    summary = run_pipeline(cfg, run_dir, until="student")
     assert summary.ran == ["student"] and summary.skipped == ["teacher", "baseline"]
     assert summary.metrics["student"]["temperature"] == 2.0
 
@@ -81,7 +81,7 @@ def test_changed_temperature_reruns_only_the_student(fast_run):
 def test_force_teacher_reruns_its_dependents(fast_run):
     _, run_dir, _ = fast_run
     cfg = load_config(DIGITS, [*FAST, "distill.temperature=2"])
-    summary = run_pipeline(cfg, run_dir, force=("teacher",))
+    summary = run_pipeline(cfg, run_dir, until="student", force=("teacher",))
     assert summary.ran == ["teacher", "student"] and summary.skipped == ["baseline"]
 
 
@@ -89,7 +89,7 @@ def test_modified_checkpoint_is_rebuilt(fast_run):
     _, run_dir, _ = fast_run
     cfg = load_config(DIGITS, [*FAST, "distill.temperature=2"])
     (run_dir / "baseline.pt").write_bytes((run_dir / "baseline.pt").read_bytes()[:100])
-    summary = run_pipeline(cfg, run_dir)
+    summary = run_pipeline(cfg, run_dir, until="student")
     assert summary.ran == ["baseline"]
     load_checkpoint(run_dir / "baseline.pt")
 
@@ -113,7 +113,7 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
 
 def test_kill_during_run_then_resume(tmp_path):
     run_dir = tmp_path / "r"
-    cmd = [sys.executable, "-m", "pipeline.cli", "-q", "run", str(DIGITS), "--out", str(run_dir),
+    cmd = [sys.executable, "-m", "pipeline.cli", "-q", "run", str(DIGITS), "--out", str(run_dir), "--until", "student",
            "--set", "teacher.train.epochs=3", "--set", "student.train.epochs=200", "--set", "run.device=cpu"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
@@ -134,14 +134,15 @@ def test_kill_during_run_then_resume(tmp_path):
     json.loads((run_dir / "manifest.json").read_text())
     load_checkpoint(run_dir / "teacher.pt")
     assert not (run_dir / "baseline.pt").exists()
-    resumed = run_pipeline(load_config(DIGITS, ["teacher.train.epochs=3", "student.train.epochs=2", "run.device=cpu"]), run_dir)
+    resumed = run_pipeline(load_config(DIGITS, ["teacher.train.epochs=3", "student.train.epochs=2", "run.device=cpu"]),
+                           run_dir, until="student")
     assert resumed.skipped == ["teacher"] and resumed.ran == ["baseline", "student"]
     assert not list(run_dir.glob(".*.tmp")), "stale temporary files are cleaned on resume"
 
 
 def test_distilled_student_beats_baseline_on_digits(tmp_path):
     """The shipped quick config, fixed seed: the soft targets must help the small student."""
-    summary = run_pipeline(load_config(DIGITS, ["run.device=cpu"]), tmp_path / "r")
+    summary = run_pipeline(load_config(DIGITS, ["run.device=cpu"]), tmp_path / "r", until="student")
     m = summary.metrics
     assert m["teacher"]["accuracy"] >= 0.97
     # measured: 95.54% -> 96.10% (2 of 359 images); over seeds 0-2 the mean gain is +0.37 points
@@ -163,7 +164,7 @@ def test_cli_bad_data_exits_2(tmp_path, capsys, x, needle):
 
 def test_cli_unknown_stage_exits_2(tmp_path, capsys):
     assert main(["run", str(DIGITS), "--out", str(tmp_path / "r"), "--until", "quantise"]) == 2
-    assert "valid stages in order: teacher, baseline, student" in capsys.readouterr().err
+    assert "valid stages in order: teacher, baseline, student, quantize, export" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU path")

@@ -1,4 +1,5 @@
 """A user-defined model, importable as `tests.user_models:TinyResNet` (BatchNorm, residual add, depthwise conv)."""
+import torch
 from torch import nn
 
 
@@ -22,3 +23,33 @@ class WrongOutput(nn.Module):
 
     def forward(self, x):
         return self.fc(x.flatten(1))
+
+
+@torch.library.custom_op("edgekd_test::mystery", mutates_args=())
+def mystery(x: torch.Tensor) -> torch.Tensor:
+    """An op no converter knows: stands in for any custom kernel a user's model may call."""
+    return x.clone()
+
+
+@mystery.register_fake
+def _(x):
+    return torch.empty_like(x)
+
+
+class Mystery(nn.Module):
+    def forward(self, x):
+        return torch.ops.edgekd_test.mystery(x)
+
+
+class WithCustomOp(nn.Module):
+    """A model whose layer `body.mystery` cannot be converted to ONNX or TFLite."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.body = nn.Sequential()
+        self.body.add_module("conv", nn.Conv2d(1, 4, 3, padding=1))
+        self.body.add_module("mystery", Mystery())
+        self.head = nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))
+
+    def forward(self, x):
+        return self.head(self.body(x))

@@ -1,0 +1,88 @@
+"""The export stage: every (model, format) in the config becomes a file under export/, with a sidecar.
+
+Each exporter checks parity against the PyTorch model before it renames its file into place;
+this stage then holds int8 files to `export.max_int8_drop` and writes `<artifact>.json` beside each
+file: its input/output tensors, normalisation, labels, source checkpoint, parity and audit.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from export.audit import io_signature
+from export.formats import FORMATS, ExportOptions, exporter
+from pipeline.checkpoint import load_checkpoint
+from pipeline.errors import CheckFailed
+from pipeline.fileio import sha256_file, write_json
+from pipeline.stage import StageContext, StageResult
+
+log = logging.getLogger(__name__)
+
+
+def _sidecar(run_dir: Path, name: str, result, ckpt_sha: str, ctx: StageContext) -> dict:
+    io = io_signature(result.path)
+    io["input"]["layout"] = result.layout
+    e = ctx.cfg.export
+    return {
+        "schema": "edgekd.sidecar/1", "file": str(result.path.relative_to(run_dir)), "model": name,
+        "format": result.format, "precision": result.precision, **io,
+        "normalization": {"mean": ctx.data.mean.tolist(), "std": ctx.data.std.tolist(), "pixel_max": ctx.data.pixel_max,
+                          "formula": "x = (raw / pixel_max - mean) / std per channel, then int8 input quantization "
+                                     "with input.quantization when the input is int8"},
+        "labels": ctx.data.labels,
+        "source_checkpoint": f"{name}.pt", "source_checkpoint_sha256": ckpt_sha,
+        "calibration": ({"samples": e.calibration_samples, "split": "train",
+                         "method": e.onnx_calibration if result.format == "onnx" else "minmax"}
+                        if result.precision == "int8" else None),
+        "size_bytes": result.path.stat().st_size, "sha256": sha256_file(result.path),
+        "parity": result.parity.to_dict(), "audit": result.audit, "export_seconds": round(result.seconds, 2),
+    }
+
+
+def export_models(ctx: StageContext) -> StageResult:
+    """Export the configured models to the configured formats; fail (exit 1) on an int8 accuracy drop."""
+    run_dir, e = ctx.run_dir, ctx.cfg.export
+    with np.load(run_dir / "data" / "eval.npz") as f:
+        eval_x, eval_y = f["x"], f["y"]
+    with np.load(run_dir / "data" / "calibration.npz") as f:
+        calib_x = f["x"]
+    outputs: list[Path] = []
+    artifacts, failures = [], []
+    for name in e.models:
+        ckpt = run_dir / f"{name}.pt"
+        model, spec = load_checkpoint(ckpt)
+        ckpt_sha = sha256_file(ckpt)
+        metadata = {"edgekd.model": name, "edgekd.labels": json.dumps(ctx.data.labels),
+                    "edgekd.normalization": json.dumps({"mean": ctx.data.mean.tolist(), "std": ctx.data.std.tolist(),
+                                                        "pixel_max": ctx.data.pixel_max}),
+                    "edgekd.source_checkpoint_sha256": ckpt_sha}
+        options = ExportOptions(eval_x, eval_y, calib_x, e.onnx_calibration, e.tflite_layout, e.opset, metadata)
+        sample = torch.zeros(1, *spec.in_shape)
+        for fmt in e.formats:
+            path = run_dir / "export" / f"{name}{FORMATS[fmt].suffix}"
+            result = exporter(fmt)(model, sample, path, options)
+            p = result.parity
+            drop = p.reference_accuracy - p.accuracy
+            log.info("export %s: %.1f KiB in %.1f s, accuracy %.2f%% (PyTorch %.2f%%), top-1 agreement %.2f%%, "
+                     "max |Δ| %.1e, %s", path.name, path.stat().st_size / 1024, result.seconds, 100 * p.accuracy,
+                     100 * p.reference_accuracy, 100 * p.top1_agreement, p.max_abs_diff, result.audit["kind"])
+            if result.precision == "int8" and drop > e.max_int8_drop:
+                path.unlink()
+                failures.append(f"{path.name}: int8 accuracy {p.accuracy:.2%} is {100 * drop:.2f} points below fp32 "
+                                f"{p.reference_accuracy:.2%} (allowed: {100 * e.max_int8_drop:.2f}); try more calibration "
+                                "samples (export.calibration_samples) or another method (export.onnx_calibration = "
+                                "'entropy' or 'percentile')")
+                continue
+            sidecar = _sidecar(run_dir, name, result, ckpt_sha, ctx)
+            side_path = path.with_name(path.name + ".json")
+            write_json(side_path, sidecar)
+            outputs += [path, side_path]
+            artifacts.append({k: sidecar[k] for k in ("file", "model", "format", "precision", "size_bytes", "sha256",
+                                                      "parity", "audit", "export_seconds")})
+    if failures:
+        raise CheckFailed("export: int8 accuracy check failed:\n" + "\n".join(f"  - {f}" for f in failures))
+    return StageResult(outputs, {"artifacts": artifacts})

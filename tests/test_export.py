@@ -1,0 +1,173 @@
+"""Export on digits: parity per precision, what the files really are, bad models and bad files.
+
+The run's student is a user model with BatchNorm, a residual addition and depthwise convolutions;
+every check below reads the written files with the runtimes directly, not our own metadata.
+"""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+from export.errors import ExportError
+from export.formats import FORMATS, ExportOptions, exporter
+from export.runtimes import run_onnx, run_tflite
+from pipeline.checkpoint import load_checkpoint
+from pipeline.cli import main
+from pipeline.config import load_config
+from pipeline.errors import CheckFailed
+from pipeline.fileio import sha256_file
+from pipeline.run import run_pipeline
+from tests.user_models import WithCustomOp
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = ROOT / "configs" / "digits.toml"
+SETTINGS = ["teacher.train.epochs=8", "student.train.epochs=20", "student.train.lr=0.01", "run.device=cpu",
+            "student.arch=tests.user_models:TinyResNet", "student.kwargs={width=16}", "export.calibration_samples=128"]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("export") / "digits"
+    summary = run_pipeline(load_config(DIGITS, SETTINGS), run_dir)
+    with np.load(run_dir / "data" / "eval.npz") as f:
+        x, y = f["x"], f["y"]
+    return run_dir, summary, x, y
+
+
+def _torch_logits(run_dir, name, x):
+    model, _ = load_checkpoint(run_dir / f"{name}.pt")
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy()
+
+
+@pytest.mark.parametrize("model", ["student", "teacher"])
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_artifact_parity_measured_independently(exported, model, fmt):
+    run_dir, _, x, y = exported
+    path = run_dir / "export" / f"{model}{FORMATS[fmt].suffix}"
+    got = run_onnx(path, x) if path.suffix == ".onnx" else run_tflite(path, x, "nhwc")
+    ref = _torch_logits(run_dir, model, x)
+    agree = (got.argmax(1) == ref.argmax(1)).mean()
+    diff = np.abs(got - ref)
+    msg = f"{path.name}: agreement {agree:.4f}, max |Δ| {diff.max():.2e}, mean {diff.mean():.2e}"
+    precision = FORMATS[fmt].precision
+    if precision == "fp32":
+        assert agree >= 0.999 and diff.max() <= 1e-3, msg
+    elif precision == "fp16":
+        assert agree >= 0.995, msg
+    else:  # int8: accuracy within 1 point of PyTorch fp32 (export.max_int8_drop default)
+        assert (ref.argmax(1) == y).mean() - (got.argmax(1) == y).mean() <= 0.01, msg
+    sidecar = json.loads(path.with_name(path.name + ".json").read_text())
+    assert sidecar["sha256"] == sha256_file(path) and sidecar["size_bytes"] == path.stat().st_size
+    assert sidecar["parity"]["accuracy"] == pytest.approx((got.argmax(1) == y).mean(), abs=1e-9)
+    assert sidecar["source_checkpoint_sha256"] == sha256_file(run_dir / f"{model}.pt")
+
+
+def test_int8_tflite_is_full_integer_by_its_own_tensor_details(exported):
+    run_dir = exported[0]
+    for model in ("student", "teacher"):
+        interp = Interpreter(model_path=str(run_dir / "export" / f"{model}.int8.tflite"),
+                             experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        interp.allocate_tensors()
+        assert interp.get_input_details()[0]["dtype"] == np.int8
+        assert interp.get_output_details()[0]["dtype"] == np.int8
+        assert interp.get_input_details()[0]["quantization"][0] > 0
+        ops = interp._get_ops_details()
+        tensors = {t["index"]: t for t in interp.get_tensor_details()}
+        filters = [tensors[op["inputs"][1]] for op in ops
+                   if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
+        assert filters and all(t["dtype"] == np.int8 for t in filters)
+        assert any(len(t["quantization_parameters"]["scales"]) > 1 for t in filters), "per-channel weights"
+        assert {op["op_name"] for op in ops}.isdisjoint({"DEQUANTIZE"}), "no float islands inside"
+
+
+def test_int8_tflite_size_vs_fp32(exported):
+    export = exported[0] / "export"
+    ratio = (export / "teacher.int8.tflite").stat().st_size / (export / "teacher.tflite").stat().st_size
+    assert ratio <= 0.31, ratio  # 53k parameters: int8 weights plus a fixed flatbuffer overhead
+
+
+def test_onnx_is_one_file_with_dynamic_batch_and_metadata(exported, tmp_path):
+    run_dir, _, x, _ = exported
+    for name in ("student.onnx", "student.int8.onnx"):
+        lone = tmp_path / name
+        shutil.copy(run_dir / "export" / name, lone)
+        assert list(tmp_path.iterdir()) == [lone]
+        onnx.checker.check_model(str(lone), full_check=True)
+        model = onnx.load(str(lone))
+        assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+        meta = {p.key: p.value for p in model.metadata_props}
+        assert json.loads(meta["edgekd.labels"]) == [str(i) for i in range(10)]
+        session = ort.InferenceSession(str(lone), providers=["CPUExecutionProvider"])
+        assert session.run(None, {"input": x[:7]})[0].shape == (7, 10)
+        lone.unlink()
+    assert not list((run_dir / "export").glob("*.data"))
+
+
+def test_batchnorm_is_folded_and_quantization_is_what_the_audit_says(exported):
+    artifacts = {a["file"]: a["audit"] for a in exported[1].artifacts}
+    assert "BatchNormalization" not in artifacts["export/student.onnx"]["ops"]
+    assert artifacts["export/student.int8.onnx"]["kind"] == "full-integer"
+    assert artifacts["export/student.int8.onnx"]["granularity"] == "per-channel"
+    assert artifacts["export/student.fp16.tflite"]["kind"] == "weight-only"
+    assert artifacts["export/student.fp16.tflite"]["weight_dtypes"] == ["float16"]
+    assert artifacts["export/student.int8.tflite"]["non_int8_ops"] == []
+
+
+def _options(n=16):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, 1, 8, 8)).astype(np.float32)
+    return ExportOptions(x, rng.integers(0, 10, n), calibration_x=x)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_unconvertible_op_names_the_layer(tmp_path, fmt):
+    model = WithCustomOp()
+    model(torch.zeros(1, 1, 8, 8))  # materialise the lazy layer
+    out = tmp_path / f"m{FORMATS[fmt].suffix}"
+    with pytest.raises(ExportError) as err:
+        exporter(fmt)(model.eval(), torch.zeros(1, 1, 8, 8), out, _options())
+    assert err.value.exit_code == 2
+    assert "layer 'body.mystery'" in str(err.value) and "edgekd_test" in str(err.value)
+    assert not list(tmp_path.iterdir()), "nothing is left behind"
+
+
+@pytest.mark.parametrize("name", ["student.onnx", "student.tflite"])
+def test_truncated_model_file_is_exit_2_not_a_crash(exported, tmp_path, name):
+    broken = tmp_path / name
+    broken.write_bytes((exported[0] / "export" / name).read_bytes()[:1000])
+    with pytest.raises(ExportError) as err:
+        (run_onnx if name.endswith(".onnx") else lambda p, x: run_tflite(p, x, "nhwc"))(broken, exported[2])
+    assert err.value.exit_code == 2 and name in str(err.value)
+
+
+def test_int8_accuracy_drop_fails_the_stage_with_exit_1(tmp_path, capsys):
+    args = ["run", str(DIGITS), "--out", str(tmp_path / "r"), "--set", "teacher.train.epochs=3",
+            "--set", "student.train.epochs=3", "--set", "export.models=['teacher']",
+            "--set", "export.formats=['tflite_int8']", "--set", "export.max_int8_drop=0.0",
+            "--set", "export.calibration_samples=1"]
+    code = main(args)
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 1, err
+    assert "teacher.int8.tflite: int8 accuracy" in err and "export.calibration_samples" in err
+    assert not (tmp_path / "r" / "export" / "teacher.int8.tflite").exists()
+    assert CheckFailed.exit_code == 1
+
+
+def test_rerun_skips_export_and_a_layout_change_reexports_only(exported):
+    run_dir = exported[0]
+    again = run_pipeline(load_config(DIGITS, SETTINGS), run_dir)
+    assert again.ran == [] and len(again.skipped) == 5
+    nchw = run_pipeline(load_config(DIGITS, [*SETTINGS, "export.tflite_layout='nchw'", "export.models=['student']",
+                                             "export.formats=['tflite']"]), run_dir)
+    assert nchw.ran == ["export"]
+    interp = Interpreter(model_path=str(run_dir / "export" / "student.tflite"))
+    assert list(interp.get_input_details()[0]["shape"]) == [1, 1, 8, 8]
+    sidecar = json.loads((run_dir / "export" / "student.tflite.json").read_text())
+    assert sidecar["input"]["layout"] == "nchw" and sidecar["normalization"]["pixel_max"] == 16.0
