@@ -70,6 +70,46 @@ def cmd_run(args: argparse.Namespace) -> int:
     if summary.artifacts:
         print_artifacts(summary.artifacts, stdout)
     stdout.print(f"run directory: {out}")
+    if (out / "report.html").exists() and "report" in summary.ran + summary.skipped:
+        stdout.print(f"report: {out / 'report.md'} and {out / 'report.html'}")
+    return 0
+
+
+def _run_dir(text: str) -> Path:
+    from pipeline.errors import UsageError
+
+    path = Path(text)
+    if not (path / "manifest.json").is_file():
+        raise UsageError(f"{path}: not an edgekd run directory (no manifest.json); pass the --out of `edgekd run`, "
+                         "e.g. runs/mnist5k")
+    return path.resolve()
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from pipeline.bench_stage import bench_local
+    from pipeline.config import load_config
+    from pipeline.errors import UsageError
+
+    bad = [t for t in args.target if t != "local"]
+    if bad:
+        raise UsageError(f"unknown target {', '.join(bad)}; valid: local (run bench/agent.py on other devices and "
+                         "merge with `edgekd report RUN_DIR --add RESULT.json`)")
+    run_dir = _run_dir(args.run_dir)
+    cfg = load_config(run_dir / "config.toml").bench
+    if args.threads:
+        cfg = dataclasses.replace(cfg, threads=args.threads)
+    path = bench_local(run_dir, cfg, progress=lambda line: console.print(line, highlight=False))
+    Console().print(f"results: {path}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipeline.report import write_report
+
+    paths = write_report(_run_dir(args.run_dir), [Path(p) for p in args.add])
+    Console().print("report: " + ", ".join(str(p) for p in paths[:3]))
     return 0
 
 
@@ -92,6 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="append", default=[], metavar="STAGE",
                      help="re-run this stage and those that depend on it (repeatable)")
     run.set_defaults(func=cmd_run)
+    bench = sub.add_parser("bench", parents=[common], help="measure every exported file on this machine")
+    bench.add_argument("run_dir", help="a run directory, e.g. runs/mnist5k")
+    bench.add_argument("--target", action="append", default=[], metavar="NAME", help="target name (only: local)")
+    bench.add_argument("--threads", type=int, help="runtime threads (default: the run's bench.threads)")
+    bench.set_defaults(func=cmd_bench)
+    report = sub.add_parser("report", parents=[common], help="write report.json, report.md and report.html")
+    report.add_argument("run_dir", help="a run directory, e.g. runs/mnist5k")
+    report.add_argument("--add", action="append", default=[], metavar="RESULT.json",
+                        help="merge results measured elsewhere (bench/agent.py output; repeatable)")
+    report.set_defaults(func=cmd_report)
     return parser
 
 

@@ -76,6 +76,15 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class BenchConfig:
+    threads: int = 1
+    warmup: int = 20
+    min_runs: int = 200  # timing continues until both min_runs and min_seconds are reached
+    min_seconds: float = 1.0
+    eager: tuple[str, ...] = ("teacher", "student")  # PyTorch eager reference rows
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     run: RunConfig = RunConfig()
     data: DataConfig = DataConfig()
@@ -83,6 +92,7 @@ class PipelineConfig:
     student: ModelConfig = ModelConfig(arch="mlp")
     distill: DistillConfig = DistillConfig()
     export: ExportConfig = ExportConfig()
+    bench: BenchConfig = BenchConfig()
 
     def section(self, *names: str) -> dict[str, Any]:
         """The named sections as plain dicts: what a stage's config hash is computed from."""
@@ -216,6 +226,15 @@ def validate(cfg: PipelineConfig) -> list[str]:
         if getattr(cfg.distill, key) < 0:
             p.append(f"distill.{key} = {getattr(cfg.distill, key)}: must be >= 0")
     p += _validate_export(cfg.export)
+    b = cfg.bench
+    for key, low in (("threads", 1), ("warmup", 0), ("min_runs", 1)):
+        if getattr(b, key) < low:
+            p.append(f"bench.{key} = {getattr(b, key)}: must be >= {low}")
+    if b.min_seconds < 0:
+        p.append(f"bench.min_seconds = {b.min_seconds}: must be >= 0")
+    bad = [m for m in b.eager if m not in ("teacher", "baseline", "student")]
+    if bad:
+        p.append(f"bench.eager: unknown {', '.join(map(repr, bad))}; valid: teacher, baseline, student")
     if cfg.run.threads < 0:
         p.append(f"run.threads = {cfg.run.threads}: must be >= 0 (0 keeps torch's default)")
     for role in ("teacher", "student"):

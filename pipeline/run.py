@@ -19,9 +19,11 @@ import torch
 import pipeline
 from pipeline.config import PipelineConfig
 from pipeline.data import prepare, write_eval
+from pipeline.bench_stage import bench_stage
 from pipeline.distill import train_student
 from pipeline.export_stage import export_models
 from pipeline.quantize import select_calibration
+from pipeline.report import report_stage
 from pipeline.errors import UsageError
 from pipeline.fileio import sha256_file, sha256_json, write_json, write_text
 from pipeline.manifest import Manifest
@@ -38,10 +40,12 @@ STAGES: dict[str, Callable[[StageContext], StageResult]] = {
     "student": train_student,
     "quantize": select_calibration,
     "export": export_models,
+    "bench": bench_stage,
+    "report": report_stage,
 }
 # the file each stage writes that later stages read
 PRODUCES = {"teacher": "teacher.pt", "baseline": "baseline.pt", "student": "student.pt",
-            "quantize": "data/calibration.npz"}
+            "quantize": "data/calibration.npz", "export": "manifest.json#export", "bench": "bench/local.json"}
 MODEL_STAGES = ("teacher", "baseline", "student")
 
 
@@ -51,6 +55,10 @@ def stage_inputs(stage: str, cfg: PipelineConfig) -> tuple[str, ...]:
         return ("teacher.pt",)
     if stage == "export":
         return (*(PRODUCES[m] for m in cfg.export.models), "data/calibration.npz")
+    if stage == "bench":  # the export stage's files are hashed through its manifest entry
+        return ("manifest.json#export", *(PRODUCES[m] for m in cfg.bench.eager))
+    if stage == "report":
+        return ("bench/local.json",)
     return ()
 
 
@@ -65,6 +73,8 @@ def stage_config(stage: str, cfg: PipelineConfig) -> dict:
         "student": lambda: {**seed, **cfg.section("student", "distill")},
         "quantize": lambda: {**seed, "calibration_samples": export["calibration_samples"]},
         "export": lambda: {k: v for k, v in export.items() if k != "calibration_samples"},
+        "bench": lambda: cfg.section("bench"),
+        "report": lambda: {},
     }[stage]()
 
 
@@ -79,6 +89,19 @@ def downstream(stages: set[str], cfg: PipelineConfig) -> set[str]:
                 out.add(name)
                 changed = True
     return out
+
+
+def _input_hash(run_dir: Path, manifest: Manifest, name: str, stage: str) -> str:
+    """sha256 of an input file, or for "manifest.json#STAGE" of what that stage recorded about its outputs."""
+    if "#" in name:
+        source = manifest.stages.get(name.partition("#")[2], {})
+        if source.get("status") != "done":
+            raise UsageError(f"stage {stage} needs the {name.partition('#')[2]} stage's outputs; run without --until")
+        return sha256_json([manifest.data["artifacts"][rel]["sha256"] for rel in source["outputs"]])
+    if not (run_dir / name).exists():
+        raise UsageError(f"stage {stage} needs {name}, which no stage of this run has written; run without --until, "
+                         "or add the model that writes it")
+    return sha256_file(run_dir / name)
 
 
 @dataclass
@@ -133,11 +156,7 @@ def run_pipeline(cfg: PipelineConfig, run_dir: Path, until: str | None = None, f
     summary = RunSummary(run_dir)
     for stage in selected:
         config_hash = sha256_json(stage_config(stage, cfg))
-        missing = [f for f in stage_inputs(stage, cfg) if not (run_dir / f).exists()]
-        if missing:
-            raise UsageError(f"stage {stage} needs {', '.join(missing)}, which no stage of this run has written; "
-                             f"run without --until, or add the model that writes it")
-        inputs = {"data": data_hash, **{f: sha256_file(run_dir / f) for f in stage_inputs(stage, cfg)}}
+        inputs = {"data": data_hash, **{f: _input_hash(run_dir, manifest, f, stage) for f in stage_inputs(stage, cfg)}}
         reason = "forced" if stage in forced else manifest.why_stale(stage, config_hash, inputs)
         if reason is None:
             log.info("stage %s: up to date, skipped (config and inputs unchanged)", stage)

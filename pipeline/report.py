@@ -1,0 +1,164 @@
+"""`edgekd report`: report.json (schema edgekd.report/1), report.md and a self-contained report.html.
+
+Sizes and hashes are read from the files on disk, not copied from the manifest, so the report says
+what is there now. Results come from bench/<target>.json plus any files given with --add, which are
+merged into bench/<target>.json so that a later report keeps them.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+
+import pipeline
+from pipeline.errors import DataError
+from pipeline.fileio import sha256_file, write_json, write_text
+from pipeline.manifest import Manifest
+from pipeline.stage import StageContext, StageResult
+
+log = logging.getLogger(__name__)
+
+RESULT_KEYS = ("artifact", "target", "runtime", "runtime_version", "threads", "device", "latency_ms", "init_ms",
+               "first_ms", "peak_rss_mb", "rss_increase_mb", "accuracy", "n_eval", "samples_ms")
+
+
+def _read_results(path: Path) -> list[dict]:
+    try:
+        blob = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: not a readable results file ({exc}); expected bench/agent.py output") from exc
+    results = blob.get("results") if blob.get("schema") == "edgekd.bench/1" else [blob] if blob.get("schema") == "edgekd.result/1" else None
+    if results is None:
+        raise DataError(f"{path}: schema {blob.get('schema')!r}; expected 'edgekd.bench/1' or 'edgekd.result/1' "
+                        "(written by bench/agent.py)")
+    for r in results:
+        missing = [k for k in ("artifact", "target", "latency_ms", "accuracy") if k not in r]
+        if missing:
+            raise DataError(f"{path}: a result lacks {', '.join(missing)}")
+    return results
+
+
+def merge_added(run_dir: Path, added: list[Path]) -> None:
+    """Fold results measured elsewhere into bench/<target>.json (a re-measured artifact replaces the old row)."""
+    for path in added:
+        by_target: dict[str, list[dict]] = {}
+        for r in _read_results(path):
+            by_target.setdefault(r["target"], []).append(r)
+        for target, rows in by_target.items():
+            dest = run_dir / "bench" / f"{target}.json"
+            old = _read_results(dest) if dest.exists() else []
+            new_names = {r["artifact"] for r in rows}
+            merged = [r for r in old if r["artifact"] not in new_names] + rows
+            write_json(dest, {"schema": "edgekd.bench/1", "target": target, "results": merged})
+            log.info("merged %d result(s) from %s into %s", len(rows), path, dest)
+
+
+def build_report(run_dir: Path) -> dict:
+    manifest = Manifest.load(run_dir / "manifest.json")
+    stages = manifest.stages
+    if not all(stages.get(s, {}).get("status") == "done" for s in ("teacher", "student")):
+        raise DataError(f"{run_dir}: not an edgekd run directory with trained models; run `edgekd run CONFIG` first")
+    data = manifest.data["data"]
+    models = {m: {k: stages[m]["metrics"][k] for k in ("arch", "params", "macs", "accuracy")}
+              for m in ("teacher", "baseline", "student") if stages.get(m, {}).get("status") == "done"}
+    artifacts = []
+    for a in stages.get("export", {}).get("metrics", {}).get("artifacts", []):
+        file = run_dir / a["file"]
+        if not file.exists():
+            continue
+        artifacts.append({"file": a["file"], "model": a["model"], "format": a["format"], "precision": a["precision"],
+                          "size_bytes": file.stat().st_size, "sha256": sha256_file(file),
+                          "parity": {k: a["parity"][k] for k in ("top1_agreement", "max_abs_diff", "n")},
+                          "audit": a["audit"]})
+    results = []
+    for path in sorted((run_dir / "bench").glob("*.json")):
+        results += [{k: r.get(k) for k in RESULT_KEYS} for r in _read_results(path)]
+    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return {"schema": "edgekd.report/1",
+            "run": {"name": manifest.data.get("run"), "created": created, "config_hash": manifest.data.get("config_hash"),
+                    "edgekd_version": pipeline.__version__},
+            "dataset": {"name": data["name"], "num_classes": data["num_classes"], "input_shape": data["input_shape"],
+                        "n_train": data["n_train"], "n_test": data["n_test"]},
+            "models": models, "artifacts": artifacts, "results": results}
+
+
+def rows(report: dict) -> dict[str, list[dict]]:
+    """Per target, one row per result with the derived columns the tables and plots show."""
+    arts = {a["file"]: a for a in report["artifacts"]}
+    models = report["models"]
+    out: dict[str, list[dict]] = {}
+    for r in report["results"]:
+        out.setdefault(r["target"], []).append(r)
+    table = {}
+    for target, results in out.items():
+        ref = next((r for r in results if r["artifact"] == "teacher.pt"), None)
+        teacher_size = models["teacher"]["params"] * 4  # fp32 weights: what the eager teacher carries
+        lines = []
+        for r in results:
+            a = arts.get(r["artifact"])
+            model = a["model"] if a else r["artifact"].removesuffix(".pt")
+            size = a["size_bytes"] if a else models.get(model, {}).get("params", 0) * 4
+            lines.append({
+                "artifact": r["artifact"], "model": model, "format": a["format"] if a else "pytorch",
+                "precision": a["precision"] if a else "fp32", "size_bytes": size,
+                "params": models.get(model, {}).get("params"), "macs": models.get(model, {}).get("macs"),
+                "p50": r["latency_ms"]["p50"], "p95": r["latency_ms"]["p95"], "ci": r["latency_ms"]["p50_ci95"],
+                "peak_rss_mb": r["peak_rss_mb"], "accuracy": r["accuracy"], "runtime": r["runtime"],
+                "d_acc": r["accuracy"] - models["teacher"]["accuracy"],
+                "speedup": ref["latency_ms"]["p50"] / r["latency_ms"]["p50"] if ref else None,
+                "size_ratio": teacher_size / size if size else None, "audit": a["audit"] if a else None,
+                "samples": r.get("samples_ms") or [],
+            })
+        table[target] = lines
+    return table
+
+
+def _fmt_ratio(v: float | None) -> str:
+    return f"{v:.1f}x" if v else "n/a"
+
+
+def markdown(report: dict) -> str:
+    ds, models = report["dataset"], report["models"]
+    out = [f"# edgekd report: {report['run']['name']}", "",
+           f"Dataset `{ds['name']}`: {ds['n_train']} train / {ds['n_test']} test images of shape {ds['input_shape']}, "
+           f"{ds['num_classes']} classes. Accuracy is measured by each row's runtime on `data/eval.npz`; latency is "
+           "single-sample (batch 1) after warm-up. Speed-up and size ratio are against the teacher's fp32 PyTorch "
+           "eager reference (size = its fp32 weights).", "",
+           "| model | arch | params | MACs | PyTorch accuracy |", "|---|---|---:|---:|---:|"]
+    out += [f"| {m} | {v['arch']} | {v['params']:,} | {v['macs']:,} | {v['accuracy']:.2%} |" for m, v in models.items()]
+    for target, lines in rows(report).items():
+        out += ["", f"## Target `{target}`", "",
+                "| artifact | format | precision | size KiB | params | MACs | p50 ms (95% CI) | p95 ms | peak MB | "
+                "accuracy | Δ acc vs teacher | speed-up | size ratio |",
+                "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in lines:
+            out.append(f"| {r['artifact']} | {r['format']} | {r['precision']} | {r['size_bytes'] / 1024:,.1f} | "
+                       f"{r['params']:,} | {r['macs']:,} | {r['p50']:.4f} ({r['ci'][0]:.4f}-{r['ci'][1]:.4f}) | "
+                       f"{r['p95']:.4f} | {r['peak_rss_mb']:.0f} | {r['accuracy']:.2%} | {100 * r['d_acc']:+.2f} pts | "
+                       f"{_fmt_ratio(r['speedup'])} | {_fmt_ratio(r['size_ratio'])} |")
+    out += ["", "## What each file is (read back from the file)", "",
+            "| file | kind | weights | activations | input | granularity | ops | float ops |", "|---|---|---|---|---|---|---:|---|"]
+    for a in report["artifacts"]:
+        au = a["audit"]
+        out.append(f"| {a['file']} | {au['kind']} | {'/'.join(au['weight_dtypes'])} | {'/'.join(au['activation_dtypes'])} "
+                   f"| {au['input_dtype']} | {au['granularity'] or '-'} | {au['op_count']} | "
+                   f"{(', '.join(au.get('non_int8_ops', [])) or 'none') if au['kind'] == 'full-integer' else '-'} |")
+    return "\n".join(out) + "\n"
+
+
+def write_report(run_dir: Path, added: list[Path] = ()) -> list[Path]:
+    """Merge `added`, then write report.json, report.md, report.html (+ plots/)."""
+    from pipeline.report_html import html_report
+
+    merge_added(run_dir, list(added))
+    report = build_report(run_dir)
+    json_path, md_path, html_path = run_dir / "report.json", run_dir / "report.md", run_dir / "report.html"
+    write_json(json_path, report)
+    write_text(md_path, markdown(report))
+    plots = html_report(report, rows(report), markdown(report), html_path, run_dir / "plots")
+    return [json_path, md_path, html_path, *plots]
+
+
+def report_stage(ctx: StageContext) -> StageResult:
+    return StageResult(write_report(ctx.run_dir))
