@@ -49,7 +49,7 @@ def _plots(table: dict[str, list[dict]]) -> dict[str, bytes]:
         plt.close(fig)
 
         fig, ax = plt.subplots(figsize=(7, 0.35 * len(lines) + 1.2))
-        ax.boxplot([[s for s in r["samples"]] or [r["p50"]] for r in lines], vert=False, showfliers=False,
+        ax.boxplot([[s for s in r["samples"]] or [r["p50"]] for r in lines], orientation="horizontal", showfliers=False,
                    tick_labels=[r["artifact"].removeprefix("export/") for r in lines])
         ax.set_xscale("log")
         ax.set_xlabel("latency per inference, ms (log scale; whiskers 1.5 IQR, outliers hidden)")

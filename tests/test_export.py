@@ -34,7 +34,7 @@ SETTINGS = ["teacher.train.epochs=8", "student.train.epochs=20", "student.train.
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("export") / "digits"
-    summary = run_pipeline(load_config(DIGITS, SETTINGS), run_dir)
+    summary = run_pipeline(load_config(DIGITS, SETTINGS), run_dir, until="export")
     with np.load(run_dir / "data" / "eval.npz") as f:
         x, y = f["x"], f["y"]
     return run_dir, summary, x, y
@@ -151,7 +151,7 @@ def test_int8_accuracy_drop_fails_the_stage_with_exit_1(tmp_path, capsys):
     args = ["run", str(DIGITS), "--out", str(tmp_path / "r"), "--set", "teacher.train.epochs=3",
             "--set", "student.train.epochs=3", "--set", "export.models=['teacher']",
             "--set", "export.formats=['tflite_int8']", "--set", "export.max_int8_drop=0.0",
-            "--set", "export.calibration_samples=1"]
+            "--set", "export.calibration_samples=1", "--until", "export"]
     code = main(args)
     err = " ".join(capsys.readouterr().err.split())
     assert code == 1, err
@@ -162,10 +162,10 @@ def test_int8_accuracy_drop_fails_the_stage_with_exit_1(tmp_path, capsys):
 
 def test_rerun_skips_export_and_a_layout_change_reexports_only(exported):
     run_dir = exported[0]
-    again = run_pipeline(load_config(DIGITS, SETTINGS), run_dir)
+    again = run_pipeline(load_config(DIGITS, SETTINGS), run_dir, until="export")
     assert again.ran == [] and len(again.skipped) == 5
     nchw = run_pipeline(load_config(DIGITS, [*SETTINGS, "export.tflite_layout='nchw'", "export.models=['student']",
-                                             "export.formats=['tflite']"]), run_dir)
+                                             "export.formats=['tflite']"]), run_dir, until="export")
     assert nchw.ran == ["export"]
     interp = Interpreter(model_path=str(run_dir / "export" / "student.tflite"))
     assert list(interp.get_input_details()[0]["shape"]) == [1, 1, 8, 8]

@@ -164,7 +164,7 @@ def test_cli_bad_data_exits_2(tmp_path, capsys, x, needle):
 
 def test_cli_unknown_stage_exits_2(tmp_path, capsys):
     assert main(["run", str(DIGITS), "--out", str(tmp_path / "r"), "--until", "quantise"]) == 2
-    assert "valid stages in order: teacher, baseline, student, quantize, export" in capsys.readouterr().err
+    assert "valid stages in order: teacher, baseline, student, quantize, export, bench, report" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU path")

@@ -1,0 +1,114 @@
+"""The agent: statistics on known samples, int8 I/O, accuracy vs the runtime used directly, torch-free."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.agent import dequantize, quantize, summarize
+
+ROOT = Path(__file__).resolve().parents[2]
+AGENT = ROOT / "bench" / "agent.py"
+
+
+def test_percentiles_on_known_samples():
+    s = summarize(list(range(1, 101)))  # 1..100 ms
+    assert s["p50"] == pytest.approx(50.5) and s["p90"] == pytest.approx(90.1)
+    assert s["p95"] == pytest.approx(95.05) and s["p99"] == pytest.approx(99.01)
+    assert s["mean"] == pytest.approx(50.5) and s["min"] == 1 and s["max"] == 100 and s["n"] == 100
+    assert s["std"] == pytest.approx(np.std(np.arange(1, 101), ddof=1))
+
+
+def test_bootstrap_ci_of_the_median():
+    assert summarize([2.0] * 50)["p50_ci95"] == [2.0, 2.0]
+    rng = np.random.default_rng(1)
+    samples = rng.normal(10.0, 1.0, 400)
+    lo, hi = summarize(samples)["p50_ci95"]
+    # the median of N(10, 1) from 400 samples has standard error ~ 1.2533 / sqrt(400) = 0.063
+    assert lo < np.median(samples) < hi
+    assert 0.15 < hi - lo < 0.35
+    covered = sum(lo_ <= 10.0 <= hi_ for lo_, hi_ in
+                  (summarize(rng.normal(10.0, 1.0, 200), resamples=300, seed=i)["p50_ci95"] for i in range(60)))
+    assert covered >= 51  # ~95 % coverage: at least 85 % of 60 intervals hold the true median
+
+
+def test_int8_quantization_round_trip():
+    x = np.linspace(-2.0, 2.0, 101, dtype=np.float32)
+    scale, zero = 0.01, -3  # ±2.0 maps to -203..197: both ends must clip
+    q = quantize(x, scale, zero, np.int8)
+    assert q.dtype == np.int8
+    back = dequantize(q, scale, zero)
+    inside = (x / scale + zero >= -128) & (x / scale + zero <= 127)
+    assert np.abs(back - x)[inside].max() <= scale / 2 + 1e-6
+    assert q.min() == -128 and q.max() == 127  # out-of-range values clip instead of wrapping
+
+
+@pytest.fixture(scope="module")
+def blocker(tmp_path_factory):
+    """A directory whose `torch` package raises on import: put first on PYTHONPATH to prove torch is unused."""
+    root = tmp_path_factory.mktemp("block")
+    for name in ("torch", "pipeline"):
+        (root / name).mkdir()
+        (root / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked in this test')\n")
+    return root
+
+
+def test_agent_module_imports_without_torch(blocker):
+    code = "import sys, bench.agent; assert 'torch' not in sys.modules and 'pipeline' not in sys.modules"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          env={"PYTHONPATH": f"{blocker}:{ROOT}", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+
+
+def _agent(args, blocker, extra_block=()):
+    env = {"PYTHONPATH": str(blocker), "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, str(AGENT), *map(str, args)], capture_output=True, text=True, env=env)
+
+
+@pytest.mark.parametrize("name", ["student.int8.tflite", "student.onnx"])
+def test_agent_accuracy_equals_direct_runtime_evaluation(bench_run, blocker, tmp_path, name):
+    run_dir = bench_run
+    model, eval_path = run_dir / "export" / name, run_dir / "data" / "eval.npz"
+    proc = _agent([model, "--eval", eval_path, "--min-runs", 20, "--min-seconds", 0.05, "-o", tmp_path / "r.json"], blocker)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "r.json").read_text())
+    with np.load(eval_path) as f:
+        x, y = f["x"], f["y"]
+    if name.endswith(".onnx"):
+        import onnxruntime as ort
+        logits = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    else:  # int8 in and out, NHWC: the quantization parameters come from the interpreter, not our sidecar
+        from ai_edge_litert.interpreter import Interpreter
+        interp = Interpreter(model_path=str(model))
+        interp.allocate_tensors()
+        inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+        (s_in, z_in), (s_out, z_out) = inp["quantization"], out["quantization"]
+        logits = []
+        for sample in x.transpose(0, 2, 3, 1):
+            interp.set_tensor(inp["index"], np.clip(np.round(sample[None] / s_in) + z_in, -128, 127).astype(np.int8))
+            interp.invoke()
+            logits.append((interp.get_tensor(out["index"]).astype(np.float32) - z_out) * s_out)
+        logits = np.concatenate(logits)
+    assert result["accuracy"] == pytest.approx(float((logits.argmax(1) == y).mean()), abs=1e-9)
+    assert result["artifact"] == f"export/{name}" and result["n_eval"] == len(y) and result["threads"] == 1
+    lat = result["latency_ms"]
+    assert lat["n"] >= 20 and 0 < lat["min"] <= lat["p50"] <= lat["p95"] <= lat["max"]
+    assert lat["p50_ci95"][0] <= lat["p50"] <= lat["p50_ci95"][1]
+    assert result["peak_rss_mb"] > 10 and result["rss_increase_mb"] >= 0
+
+
+def test_agent_corrupt_model_exits_2_with_its_name(blocker, tmp_path, bench_run):
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes((bench_run / "export" / "student.int8.tflite").read_bytes()[:500])
+    proc = _agent([broken], blocker)
+    assert proc.returncode == 2 and "broken.tflite" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_agent_missing_runtime_exits_3(tmp_path, bench_run):
+    block = tmp_path / "noort"
+    (block / "onnxruntime").mkdir(parents=True)
+    (block / "onnxruntime" / "__init__.py").write_text("raise ImportError('not installed')\n")
+    proc = _agent([bench_run / "export" / "student.onnx"], block)
+    assert proc.returncode == 3 and "pip install onnxruntime" in proc.stderr

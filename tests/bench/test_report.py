@@ -1,0 +1,83 @@
+"""The report: schema keys, sizes and hashes equal the files', self-contained HTML, --add merging."""
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.cli import main
+from pipeline.fileio import sha256_file
+from pipeline.report_html import pareto
+
+from tests.bench.test_agent import AGENT
+
+
+def test_report_json_follows_the_schema_and_the_files(bench_run):
+    report = json.loads((bench_run / "report.json").read_text())
+    assert report["schema"] == "edgekd.report/1"
+    assert set(report) >= {"run", "dataset", "models", "artifacts", "results"}
+    assert set(report["run"]) >= {"name", "created", "config_hash", "edgekd_version"}
+    assert report["dataset"]["n_test"] == 359 and report["dataset"]["input_shape"] == [1, 8, 8]
+    assert {a["file"] for a in report["artifacts"]} == {"export/student.onnx", "export/student.int8.tflite"}
+    for a in report["artifacts"]:
+        assert a["size_bytes"] == (bench_run / a["file"]).stat().st_size
+        assert a["sha256"] == sha256_file(bench_run / a["file"])
+        assert set(a["parity"]) == {"top1_agreement", "max_abs_diff", "n"}
+    rows = {r["artifact"]: r for r in report["results"]}
+    assert set(rows) == {"export/student.onnx", "export/student.int8.tflite", "student.pt"}
+    for r in rows.values():
+        assert r["target"] == "local" and r["n_eval"] == 359 and 0 <= r["accuracy"] <= 1
+        assert set(r["latency_ms"]) >= {"p50", "p90", "p95", "p99", "mean", "std", "min", "max", "n", "p50_ci95"}
+    assert rows["student.pt"]["runtime"] == "torch"
+    assert rows["export/student.int8.tflite"]["runtime"] in ("ai_edge_litert", "tflite_runtime")
+
+
+def test_markdown_has_one_row_per_result_and_the_audit(bench_run):
+    md = (bench_run / "report.md").read_text()
+    assert "## Target `local`" in md
+    assert md.count("| export/student.int8.tflite | tflite | int8 |") == 1
+    assert "| export/student.int8.tflite | full-integer | int8 | int8 | int8 | per-channel |" in md
+
+
+def test_html_is_self_contained(bench_run):
+    page = (bench_run / "report.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page), "no external resources"
+    assert "@import" not in page and "url(" not in page
+    assert page.count("data:image/png;base64,") == 3  # pareto, latency distributions, sizes
+    assert "<table>" in page and "export/student.int8.tflite" in page
+
+
+def test_pareto_front():
+    # (latency, accuracy): (2, .9) is dominated by (1, .95); ties keep both
+    assert pareto([(1, 0.95), (2, 0.9), (3, 0.99), (3, 0.99)]) == [0, 2, 3]
+
+
+def test_add_merges_results_measured_elsewhere(bench_run, tmp_path):
+    result = tmp_path / "pi.json"
+    proc = subprocess.run([sys.executable, str(AGENT), str(bench_run / "export" / "student.int8.tflite"),
+                           "--eval", str(bench_run / "data" / "eval.npz"), "--target", "pi4", "--min-runs", "20",
+                           "--min-seconds", "0.05", "-o", str(result)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert main(["report", str(bench_run), "--add", str(result)]) == 0
+    report = json.loads((bench_run / "report.json").read_text())
+    pi = [r for r in report["results"] if r["target"] == "pi4"]
+    assert [r["artifact"] for r in pi] == ["export/student.int8.tflite"]
+    assert "## Target `pi4`" in (bench_run / "report.md").read_text()
+    assert main(["report", str(bench_run), "--add", str(result)]) == 0  # re-adding replaces, never duplicates
+    assert len([r for r in json.loads((bench_run / "report.json").read_text())["results"] if r["target"] == "pi4"]) == 1
+
+
+@pytest.mark.parametrize("content, needle", [("{not json", "not a readable results file"),
+                                             ('{"schema": "other"}', "expected 'edgekd.bench/1'")])
+def test_add_rejects_bad_files_with_exit_2(bench_run, tmp_path, capsys, content, needle):
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    assert main(["report", str(bench_run), "--add", str(bad)]) == 2
+    assert needle in " ".join(capsys.readouterr().err.split())
+
+
+def test_bench_and_report_need_a_run_directory(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not an edgekd run directory" in capsys.readouterr().err
+    assert main(["bench", str(tmp_path), "--target", "pi4"]) == 2
