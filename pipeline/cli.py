@@ -113,6 +113,42 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_report(path: Path) -> dict:
+    import json
+
+    from pipeline.gate import BudgetError
+
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BudgetError(f"{path}: not a readable report ({exc}); pass the report.json that `edgekd report` wrote")
+    if report.get("schema") != "edgekd.report/1" or not isinstance(report.get("results"), list):
+        raise BudgetError(f"{path}: schema {report.get('schema')!r}, expected 'edgekd.report/1' with a results list")
+    return report
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from pipeline.fileio import write_text
+    from pipeline.gate import check, check_regression, exit_code, load_budgets
+    from pipeline.gate_output import junit_xml, summary_line, table, verdicts_json
+
+    budgets, regression = load_budgets(Path(args.budgets))
+    report = _load_report(Path(args.report))
+    verdicts = check(report, budgets)
+    if args.baseline:
+        verdicts += check_regression(report, _load_report(Path(args.baseline)), regression)
+    code = exit_code(verdicts, regression)
+    if args.junit:
+        write_text(Path(args.junit), junit_xml(verdicts))
+    if args.json:
+        print(verdicts_json(verdicts, code))
+    else:
+        out = Console() if Console().is_terminal else Console(width=150)
+        out.print(table(verdicts))
+        out.print(f"gate: {summary_line(verdicts)}", highlight=False)
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     # accepted before or after the command; SUPPRESS keeps the subcommand from resetting a global value
     common = argparse.ArgumentParser(add_help=False)
@@ -142,6 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--add", action="append", default=[], metavar="RESULT.json",
                         help="merge results measured elsewhere (bench/agent.py output; repeatable)")
     report.set_defaults(func=cmd_report)
+    gate = sub.add_parser("gate", parents=[common], help="check a report against budgets (exit 1 on a violation)")
+    gate.add_argument("report", help="report.json")
+    gate.add_argument("--budgets", required=True, help="budgets TOML ([[budget]] entries, optional [regression])")
+    gate.add_argument("--baseline", help="an earlier report.json to check regressions against")
+    gate.add_argument("--junit", metavar="FILE", help="also write JUnit XML (one test case per rule and result)")
+    gate.add_argument("--json", action="store_true", help="print verdicts as JSON instead of the table")
+    gate.set_defaults(func=cmd_gate)
     return parser
 
 

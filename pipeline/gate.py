@@ -1,0 +1,223 @@
+"""The release gate: budgets and regressions as a pure function, results + budgets -> verdicts.
+
+A latency regression is judged on the agent's 95 % confidence intervals of p50: the slowdown's
+interval runs from ci_new.lo / ci_old.hi - 1 to ci_new.hi / ci_old.lo - 1. It fails when even the
+lower end exceeds the allowed increase, passes when the upper end is within it, and is
+"inconclusive" otherwise. Accuracy regressions compare exact correct-counts on the same eval set.
+"""
+from __future__ import annotations
+
+import fnmatch
+import re
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Literal
+
+from pipeline.errors import EdgekdError
+
+Status = Literal["pass", "fail", "inconclusive"]
+
+
+class BudgetError(EdgekdError):
+    """The budgets file or a report is malformed; the message names the line and key."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    target: str = "*"
+    artifact: str = "*"
+    max_p50_ms: float | None = None
+    max_p95_ms: float | None = None
+    max_p99_ms: float | None = None
+    max_size_kb: float | None = None
+    max_peak_rss_mb: float | None = None
+    min_accuracy: float | None = None
+    max_accuracy_drop: float | None = None  # fraction below the same model's fp32 artifact on the same target
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Regression:
+    max_latency_increase: float = 0.10
+    max_accuracy_decrease: float = 0.005
+    inconclusive: Literal["warn", "fail", "pass"] = "warn"  # warn: exit 4; fail: exit 1; pass: exit 0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    rule: str
+    target: str
+    artifact: str
+    budget: float
+    measured: float
+    ci: tuple[float, float] | None
+    margin: float  # positive: inside the budget
+    status: Status
+
+
+RULES = {  # budget key -> (how to read the measured value, "max" or "min")
+    "max_p50_ms": (lambda r, a: r["latency_ms"]["p50"], "max"),
+    "max_p95_ms": (lambda r, a: r["latency_ms"]["p95"], "max"),
+    "max_p99_ms": (lambda r, a: r["latency_ms"]["p99"], "max"),
+    "max_size_kb": (lambda r, a: a["size_bytes"] / 1024 if a else None, "max"),
+    "max_peak_rss_mb": (lambda r, a: r["peak_rss_mb"], "max"),
+    "min_accuracy": (lambda r, a: r["accuracy"], "min"),
+}
+
+
+def _line_of(lines: list[str], index: int, key: str | None = None) -> int:
+    """1-based line of the index-th [[budget]] header, or of `key` inside that block."""
+    headers = [i for i, ln in enumerate(lines) if re.match(r"\s*\[\[\s*budget\s*\]\]", ln)]
+    if index >= len(headers):
+        return 0
+    start, end = headers[index], headers[index + 1] if index + 1 < len(headers) else len(lines)
+    if key:
+        for i in range(start, end):
+            if re.match(rf"\s*{re.escape(key)}\s*=", lines[i]):
+                return i + 1
+    return start + 1
+
+
+def load_budgets(path: Path) -> tuple[list[Budget], Regression]:
+    """Read a budgets file; every problem is reported at once, each with its line and key."""
+    try:
+        text = path.read_text()
+        raw = tomllib.loads(text)
+    except FileNotFoundError:
+        raise BudgetError(f"{path}: budgets file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BudgetError(f"{path}: not valid TOML: {exc}") from None
+    lines, problems = text.splitlines(), []
+    unknown = sorted(set(raw) - {"budget", "regression"})
+    if unknown:
+        problems.append(f"unknown table(s) {', '.join(unknown)}; valid: [[budget]], [regression]")
+    budget_keys = [f.name for f in fields(Budget) if f.name != "line"]
+    budgets = []
+    for i, entry in enumerate(raw.get("budget", [])):
+        values = {}
+        for key, value in entry.items():
+            where = f"line {_line_of(lines, i, key)}: budget #{i + 1}"
+            if key not in budget_keys:
+                problems.append(f"{where}: unknown key {key!r}; valid: {', '.join(budget_keys)}")
+            elif key in ("target", "artifact"):
+                if not isinstance(value, str) or not value:
+                    problems.append(f"{where}: {key} = {value!r}: expected a name or glob string")
+                values[key] = value
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                problems.append(f"{where}: {key} = {value!r}: expected a non-negative number")
+            else:
+                values[key] = float(value)
+        if not any(k in values for k in RULES) and "max_accuracy_drop" not in values:
+            problems.append(f"line {_line_of(lines, i)}: budget #{i + 1} sets no limit; add e.g. max_p95_ms")
+        budgets.append(Budget(**values, line=_line_of(lines, i)))
+    reg_raw = raw.get("regression", {})
+    reg_values = {}
+    for key, value in reg_raw.items():
+        if key == "inconclusive":
+            if value not in ("warn", "fail", "pass"):
+                problems.append(f"[regression] inconclusive = {value!r}: expected 'warn', 'fail' or 'pass'")
+            reg_values[key] = value
+        elif key in ("max_latency_increase", "max_accuracy_decrease"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                problems.append(f"[regression] {key} = {value!r}: expected a non-negative fraction")
+            reg_values[key] = float(value) if isinstance(value, (int, float)) else value
+        else:
+            problems.append(f"[regression]: unknown key {key!r}; valid: max_latency_increase, max_accuracy_decrease, "
+                            "inconclusive")
+    if not budgets and not reg_raw:
+        problems.append("no [[budget]] entries and no [regression] table: nothing to check")
+    if problems:
+        raise BudgetError(f"{path}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
+    return budgets, Regression(**reg_values)
+
+
+def _matches(budget: Budget, result: dict) -> bool:
+    art = result["artifact"]
+    return fnmatch.fnmatchcase(result["target"], budget.target) and (
+        fnmatch.fnmatchcase(art, budget.artifact) or fnmatch.fnmatchcase(art.rsplit("/", 1)[-1], budget.artifact))
+
+
+def _fp32_reference(report: dict, result: dict, artifacts: dict) -> dict | None:
+    """The same model's fp32 result on the same target, same format first."""
+    a = artifacts.get(result["artifact"])
+    model = a["model"] if a else result["artifact"].removesuffix(".pt")
+    same_target = [r for r in report["results"] if r["target"] == result["target"]]
+    fp32 = [r for r in same_target if (artifacts.get(r["artifact"]) or {}).get("precision", "fp32") == "fp32"
+            and ((artifacts.get(r["artifact"]) or {}).get("model") or r["artifact"].removesuffix(".pt")) == model]
+    same_format = [r for r in fp32 if a and (artifacts.get(r["artifact"]) or {}).get("format") == a["format"]]
+    return (same_format or fp32 or [None])[0]
+
+
+def _verdict(rule: str, result: dict, limit: float, measured: float, kind: str, ci=None) -> Verdict:
+    margin = limit - measured if kind == "max" else measured - limit
+    # a value exactly at the limit passes; 0.96 - 0.95 is 0.010000000000000009 in floating point
+    at_limit = abs(margin) <= 1e-9 * max(1.0, abs(limit))
+    return Verdict(rule, result["target"], result["artifact"], limit, measured, ci, margin,
+                   "pass" if margin >= 0 or at_limit else "fail")
+
+
+def check(report: dict, budgets: list[Budget]) -> list[Verdict]:
+    """Every budget against every matching result. Raises BudgetError for a budget that matches nothing."""
+    artifacts = {a["file"]: a for a in report.get("artifacts", [])}
+    verdicts, unmatched = [], []
+    for b in budgets:
+        matched = [r for r in report["results"] if _matches(b, r)]
+        if not matched:
+            unmatched.append(b)
+        for r in matched:
+            a = artifacts.get(r["artifact"])
+            for rule, (read, kind) in RULES.items():
+                limit = getattr(b, rule)
+                value = read(r, a) if limit is not None else None
+                if value is not None:
+                    ci = tuple(r["latency_ms"]["p50_ci95"]) if rule == "max_p50_ms" else None
+                    verdicts.append(_verdict(rule, r, limit, value, kind, ci))
+            if b.max_accuracy_drop is not None:
+                ref = _fp32_reference(report, r, artifacts)
+                if ref is not None and ref is not r:
+                    verdicts.append(_verdict("max_accuracy_drop", r, b.max_accuracy_drop,
+                                             ref["accuracy"] - r["accuracy"], "max"))
+    if unmatched:
+        targets = sorted({r["target"] for r in report["results"]})
+        names = sorted({r["artifact"] for r in report["results"]})
+        raise BudgetError("budget(s) match no result (a typo must not pass a release):\n" + "\n".join(
+            f"  - line {b.line}: target {b.target!r}, artifact {b.artifact!r}" for b in unmatched) +
+            f"\n  the report has targets {targets} and artifacts {names}")
+    return verdicts
+
+
+def check_regression(report: dict, baseline: dict, reg: Regression) -> list[Verdict]:
+    """Latency (on p50 confidence intervals) and accuracy (exact counts) of results present in both reports."""
+    old = {(r["target"], r["artifact"]): r for r in baseline["results"]}
+    verdicts = []
+    for r in report["results"]:
+        b = old.get((r["target"], r["artifact"]))
+        if b is None:
+            continue
+        (lo_new, hi_new), (lo_old, hi_old) = r["latency_ms"]["p50_ci95"], b["latency_ms"]["p50_ci95"]
+        slow_lo, slow_hi = lo_new / hi_old - 1, hi_new / lo_old - 1
+        limit = reg.max_latency_increase
+        status: Status = "fail" if slow_lo > limit else "pass" if slow_hi <= limit else "inconclusive"
+        point = r["latency_ms"]["p50"] / b["latency_ms"]["p50"] - 1
+        verdicts.append(Verdict("max_latency_increase", r["target"], r["artifact"], limit, point,
+                                (slow_lo, slow_hi), limit - slow_lo, status))
+        if r["n_eval"] != b["n_eval"]:
+            raise BudgetError(f"{r['artifact']} on {r['target']}: accuracy measured on {r['n_eval']} samples now and "
+                              f"{b['n_eval']} in the baseline; compare reports made on the same eval set")
+        correct_new, correct_old = round(r["accuracy"] * r["n_eval"]), round(b["accuracy"] * b["n_eval"])
+        decrease = (correct_old - correct_new) / r["n_eval"]
+        verdicts.append(Verdict("max_accuracy_decrease", r["target"], r["artifact"], reg.max_accuracy_decrease,
+                                decrease, None, reg.max_accuracy_decrease - decrease,
+                                "pass" if decrease <= reg.max_accuracy_decrease else "fail"))
+    return verdicts
+
+
+def exit_code(verdicts: list[Verdict], reg: Regression) -> int:
+    """0 all pass; 1 any fail (or inconclusive with inconclusive = 'fail'); 4 inconclusive with 'warn'."""
+    statuses = {v.status for v in verdicts}
+    if "fail" in statuses:
+        return 1
+    if "inconclusive" in statuses:
+        return {"fail": 1, "warn": 4, "pass": 0}[reg.inconclusive]
+    return 0

@@ -1,0 +1,194 @@
+"""The release gate: each rule at its boundary, globs, typos, JUnit, properties, noise-aware regressions."""
+import dataclasses
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bench.agent import summarize
+from pipeline.cli import main
+from pipeline.gate import Budget, BudgetError, Regression, check, check_regression, exit_code, load_budgets
+from pipeline.gate_output import junit_xml
+
+
+def _result(artifact, target="pi4", p50=2.0, p95=3.0, p99=4.0, rss=40.0, acc=0.95, n=1000, ci=None):
+    return {"artifact": artifact, "target": target, "peak_rss_mb": rss, "accuracy": acc, "n_eval": n,
+            "latency_ms": {"p50": p50, "p95": p95, "p99": p99, "p50_ci95": ci or [p50 * 0.99, p50 * 1.01]}}
+
+
+def _report():
+    arts = [{"file": "export/student.tflite", "model": "student", "format": "tflite", "precision": "fp32", "size_bytes": 400 * 1024},
+            {"file": "export/student.int8.tflite", "model": "student", "format": "tflite", "precision": "int8", "size_bytes": 100 * 1024},
+            {"file": "export/student.onnx", "model": "student", "format": "onnx", "precision": "fp32", "size_bytes": 410 * 1024}]
+    results = [_result("export/student.tflite", acc=0.96), _result("export/student.int8.tflite", acc=0.95),
+               _result("export/student.onnx", target="local", acc=0.96), _result("student.pt", target="local", acc=0.96)]
+    return {"schema": "edgekd.report/1", "artifacts": arts, "results": results}
+
+
+@pytest.mark.parametrize("rule, limit, status", [
+    ("max_p50_ms", 2.0, "pass"), ("max_p50_ms", 1.999, "fail"),
+    ("max_p95_ms", 3.0, "pass"), ("max_p95_ms", 2.999, "fail"),
+    ("max_p99_ms", 4.0, "pass"), ("max_p99_ms", 3.999, "fail"),
+    ("max_size_kb", 100.0, "pass"), ("max_size_kb", 99.99, "fail"),
+    ("max_peak_rss_mb", 40.0, "pass"), ("max_peak_rss_mb", 39.9, "fail"),
+    ("min_accuracy", 0.95, "pass"), ("min_accuracy", 0.9501, "fail"),
+    ("max_accuracy_drop", 0.01, "pass"), ("max_accuracy_drop", 0.0099, "fail"),
+])
+def test_each_rule_at_its_boundary(rule, limit, status):
+    verdicts = check(_report(), [Budget(target="pi4", artifact="student.int8.tflite", **{rule: limit})])
+    assert [(v.rule, v.status) for v in verdicts] == [(rule, status)]
+    assert abs(verdicts[0].margin) <= 0.11  # each case sits at, or one small step past, its limit
+
+
+def test_accuracy_drop_compares_with_the_same_models_fp32_on_the_same_target():
+    (v,) = check(_report(), [Budget(target="pi4", artifact="*.int8.tflite", max_accuracy_drop=0.02)])
+    assert v.measured == pytest.approx(0.96 - 0.95)  # vs export/student.tflite on pi4, not the onnx on local
+
+
+def test_globs_match_targets_and_base_or_full_names():
+    verdicts = check(_report(), [Budget(target="*", artifact="student.*", max_p95_ms=10),
+                                 Budget(target="lo*", artifact="export/*.onnx", max_p95_ms=10)])
+    assert sorted(v.artifact for v in verdicts[:4]) == ["export/student.int8.tflite", "export/student.onnx",
+                                                        "export/student.tflite", "student.pt"]
+    assert [v.artifact for v in verdicts[4:]] == ["export/student.onnx"]
+
+
+def test_budget_matching_nothing_is_an_error():
+    with pytest.raises(BudgetError, match="match no result") as err:
+        check(_report(), [Budget(target="pi5", artifact="student.int8.tflite", max_p95_ms=1, line=7)])
+    assert "line 7" in str(err.value) and "'pi4'" in str(err.value)
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "budgets.toml"
+    path.write_text(text)
+    return path
+
+
+def test_unknown_keys_and_bad_values_are_named_with_lines(tmp_path):
+    path = _write(tmp_path, '[[budget]]\ntarget = "pi4"\nmax_p95 = 3\n\n[[budget]]\nmin_accuracy = "high"\n'
+                            '[regression]\nmax_latency_increase = 0.1\nslack = 1\n')
+    with pytest.raises(BudgetError) as err:
+        load_budgets(path)
+    text = str(err.value)
+    assert "line 3: budget #1: unknown key 'max_p95'" in text and "max_p95_ms" in text
+    assert "line 6: budget #2: min_accuracy = 'high': expected a non-negative number" in text
+    assert "[regression]: unknown key 'slack'" in text
+
+
+def test_malformed_toml_exits_2_with_the_line(tmp_path, capsys):
+    path = _write(tmp_path, "[[budget]]\nmax_p95_ms = = 3\n")
+    assert main(["gate", "report.json", "--budgets", str(path)]) == 2
+    assert "line 2" in capsys.readouterr().err
+
+
+def test_cli_exit_codes_and_junit(tmp_path, capsys):
+    import json
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps(_report()))
+    ok = _write(tmp_path, '[[budget]]\ntarget = "pi4"\nartifact = "student.int8.tflite"\nmax_p95_ms = 3.5\nmin_accuracy = 0.9\n')
+    assert main(["gate", str(report), "--budgets", str(ok)]) == 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[budget]]\ntarget = "*"\nartifact = "*.tflite"\nmax_p95_ms = 2.5\n')
+    junit = tmp_path / "gate.xml"
+    assert main(["gate", str(report), "--budgets", str(bad), "--junit", str(junit)]) == 1
+    root = ET.parse(junit).getroot()
+    suite = root.find("testsuite")
+    assert root.tag == "testsuites" and suite.get("tests") == "2" and suite.get("failures") == "2"
+    cases = suite.findall("testcase")
+    assert len(cases) == 2 and all(c.get("name") and c.get("classname") for c in cases)
+    assert all(c.find("failure").get("message").startswith("max_p95_ms: measured 3 ms") for c in cases)
+    typo = _write(tmp_path, '[[budget]]\ntarget = "pi-4"\nmax_p95_ms = 3\n')
+    assert main(["gate", str(report), "--budgets", str(typo)]) == 2
+
+
+def _agent_like(base_ms, n, rng):
+    """Latency samples shaped like the agent's: a lognormal body and a few scheduler spikes."""
+    s = base_ms * rng.lognormal(0.0, 0.08, n)
+    spikes = rng.random(n) < 0.01
+    s[spikes] *= rng.uniform(2, 20, spikes.sum())
+    return s
+
+
+def _measured(base_ms, rng, n=500):
+    r = _result("export/student.int8.tflite")
+    r["latency_ms"] = summarize(_agent_like(base_ms, n, rng), resamples=500, seed=int(rng.integers(1 << 30)))
+    return {"schema": "edgekd.report/1", "artifacts": [], "results": [r]}
+
+
+def _latency_status(new, old):
+    (v, _) = check_regression(new, old, Regression(max_latency_increase=0.10))
+    return v.status
+
+
+def test_regression_never_fails_on_the_same_model_remeasured():
+    rng = np.random.default_rng(0)
+    statuses = [_latency_status(_measured(1.0, rng), _measured(1.0, rng)) for _ in range(100)]
+    assert statuses.count("fail") == 0 and statuses.count("pass") >= 95
+
+
+def test_regression_catches_a_25_percent_slowdown():
+    rng = np.random.default_rng(1)
+    statuses = [_latency_status(_measured(1.25, rng), _measured(1.0, rng)) for _ in range(100)]
+    assert statuses.count("fail") >= 95
+
+
+def test_wide_intervals_are_inconclusive_and_exit_4():
+    new, old = _report(), _report()
+    new["results"][0]["latency_ms"]["p50_ci95"] = [1.9, 2.6]  # slowdown interval -5 % .. +31 %
+    verdicts = check_regression(new, old, Regression())
+    assert [v.status for v in verdicts if v.artifact == "export/student.tflite"] == ["inconclusive", "pass"]
+    assert exit_code(verdicts, Regression(inconclusive="warn")) == 4
+    assert exit_code(verdicts, Regression(inconclusive="fail")) == 1
+    assert exit_code(verdicts, Regression(inconclusive="pass")) == 0
+
+
+def test_accuracy_regression_uses_exact_counts():
+    new, old = _report(), _report()
+    new["results"][0]["accuracy"] = 0.955  # 955 vs 960 correct of 1000: 0.5 points
+    accuracy = lambda reg: [v.status for v in check_regression(new, old, reg)  # noqa: E731
+                            if v.rule == "max_accuracy_decrease" and v.artifact == "export/student.tflite"]
+    assert accuracy(Regression(max_accuracy_decrease=0.005)) == ["pass"]
+    assert accuracy(Regression(max_accuracy_decrease=0.004)) == ["fail"]
+
+
+_limit = st.one_of(st.none(), st.floats(0, 1e4, allow_nan=False))
+_budgets = st.builds(Budget, target=st.sampled_from(["*", "pi4", "local"]),
+                     artifact=st.sampled_from(["*", "student.*", "*.tflite", "export/student.onnx"]),
+                     max_p50_ms=_limit, max_p95_ms=_limit, max_size_kb=_limit, max_peak_rss_mb=_limit,
+                     min_accuracy=st.one_of(st.none(), st.floats(0, 1)), max_accuracy_drop=st.one_of(st.none(), st.floats(0, 1)))
+_values = st.lists(st.tuples(st.floats(1e-4, 1e3), st.floats(0, 1), st.floats(1, 1e3)), min_size=4, max_size=4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_budgets, min_size=1, max_size=5), _values)
+def test_random_budgets_never_crash_the_gate(budgets, values):
+    report = _report()
+    for r, (lat, acc, rss) in zip(report["results"], values):
+        r["latency_ms"].update(p50=lat, p95=lat * 1.5, p99=lat * 2, p50_ci95=[lat * 0.9, lat * 1.1])
+        r["accuracy"], r["peak_rss_mb"] = acc, rss
+    try:
+        verdicts = check(report, budgets)
+    except BudgetError as exc:
+        assert "match no result" in str(exc)
+        return
+    assert exit_code(verdicts, Regression()) in (0, 1)
+    assert ET.fromstring(junit_xml(verdicts).split("\n", 1)[1]).find("testsuite").get("tests") == str(len(verdicts))
+
+
+@settings(max_examples=200, deadline=None)
+@given(_budgets, st.floats(0.0, 1.0))
+def test_tightening_a_budget_never_turns_a_fail_into_a_pass(budget, factor):
+    report = _report()
+    try:
+        before = {(v.rule, v.artifact): v.status for v in check(report, [budget])}
+    except BudgetError:
+        return
+    tight = dataclasses.replace(budget, **{k: (getattr(budget, k) * factor if k != "min_accuracy" else
+                                        min(1.0, getattr(budget, k) / max(factor, 1e-9)))
+                                    for k in ("max_p50_ms", "max_p95_ms", "max_size_kb", "max_peak_rss_mb",
+                                              "max_accuracy_drop", "min_accuracy") if getattr(budget, k) is not None})
+    after = {(v.rule, v.artifact): v.status for v in check(report, [tight])}
+    assert all(after[k] == "fail" for k, s in before.items() if s == "fail")
