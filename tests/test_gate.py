@@ -192,3 +192,11 @@ def test_tightening_a_budget_never_turns_a_fail_into_a_pass(budget, factor):
                                               "max_accuracy_drop", "min_accuracy") if getattr(budget, k) is not None})
     after = {(v.rule, v.artifact): v.status for v in check(report, [tight])}
     assert all(after[k] == "fail" for k, s in before.items() if s == "fail")
+
+
+def test_example_budgets_file_loads():
+    from pathlib import Path
+
+    budgets, regression = load_budgets(Path(__file__).resolve().parents[1] / "examples" / "budgets.toml")
+    assert len(budgets) == 2 and budgets[0].max_p95_ms == 0.05 and budgets[0].line == 5
+    assert regression == Regression(max_latency_increase=0.10, max_accuracy_decrease=0.005, inconclusive="warn")
