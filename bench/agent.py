@@ -184,6 +184,30 @@ def _layout(runner, sidecar: dict, sample_shape: tuple) -> str:
     return "nhwc" if tuple(runner.input_shape[1:]) == (h, w, c) and (h, w, c) != (c, h, w) else "nchw"
 
 
+def time_runs(run, warmup: int, min_runs: int, min_seconds: float, max_seconds: float = 30.0) -> tuple[float, list[float]]:
+    """(first-call ms, per-call ms after warm-up): timed until both min_runs and min_seconds are reached."""
+    start = time.perf_counter()
+    run()
+    first_ms = (time.perf_counter() - start) * 1e3
+    for _ in range(warmup):
+        run()
+    samples: list[float] = []
+    began = time.perf_counter()
+    while len(samples) < min_runs or time.perf_counter() - began < min_seconds:
+        t0 = time.perf_counter_ns()
+        run()
+        samples.append((time.perf_counter_ns() - t0) / 1e6)
+        if time.perf_counter() - began > max_seconds and len(samples) >= 10:
+            break
+    return first_ms, samples
+
+
+def subsample(samples: list[float], keep: int = 5000) -> list[float]:
+    """At most about `keep` samples, evenly spaced over the run (not the first ones), so a later
+    comparison sees the whole run's noise."""
+    return [round(s, 6) for s in samples[::max(1, len(samples) // keep)]]
+
+
 def load_eval(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as f:
@@ -218,18 +242,7 @@ def measure(model: Path, eval_path: Path | None, threads: int = 1, warmup: int =
         shape = tuple(1 if d < 1 else d for d in runner.input_shape)
         sample = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     prepared = runner.prepare(sample)
-    start = time.perf_counter()
-    runner.run(prepared)
-    first_ms = (time.perf_counter() - start) * 1e3
-    for _ in range(warmup):
-        runner.run(prepared)
-    samples, began = [], time.perf_counter()
-    while len(samples) < min_runs or time.perf_counter() - began < min_seconds:
-        t0 = time.perf_counter_ns()
-        runner.run(prepared)
-        samples.append((time.perf_counter_ns() - t0) / 1e6)
-        if time.perf_counter() - began > max_seconds and len(samples) >= 10:
-            break
+    first_ms, samples = time_runs(lambda: runner.run(prepared), warmup, min_runs, min_seconds, max_seconds)
     accuracy = float((runner.predict(x).argmax(1) == y).mean()) if x is not None else None
     peak = peak_rss_mb()
     return {
@@ -237,9 +250,7 @@ def measure(model: Path, eval_path: Path | None, threads: int = 1, warmup: int =
         "runtime": runner.runtime, "runtime_version": runner.version, "threads": threads,
         "device": device_fingerprint(), "latency_ms": summarize(samples), "init_ms": init_ms, "first_ms": first_ms,
         "peak_rss_mb": peak, "rss_increase_mb": peak - rss_before, "accuracy": accuracy,
-        "n_eval": int(len(y)) if y is not None else 0,
-        # evenly spaced over the run (not the first ones) so a later comparison sees the whole run's noise
-        "samples_ms": [round(s, 6) for s in samples[::max(1, len(samples) // 5000)]],
+        "n_eval": int(len(y)) if y is not None else 0, "samples_ms": subsample(samples),
     }
 
 

@@ -27,7 +27,7 @@ def _kind(weight_dtypes: set[str], activation_dtypes: set[str]) -> str:
 
 def audit_tflite(path: Path) -> dict:
     """Tensor dtypes of weights and activations, quantization granularity, I/O dtypes, op counts."""
-    interp = tflite_interpreter(path, delegates=False)  # XNNPACK would fold the graph into one DELEGATE op
+    interp = tflite_interpreter(path)
     tensors = {t["index"]: t for t in interp.get_tensor_details()}
     ops = interp._get_ops_details()  # the public API has no op list; this is what LiteRT's own tools use
     produced = {i for op in ops for i in op["outputs"]}
@@ -83,7 +83,7 @@ def audit_onnx(path: Path) -> dict:
 def io_signature(path: Path) -> dict:
     """Input and output tensors as the file declares them: name, shape, dtype, (scale, zero point)."""
     if path.suffix == ".tflite":
-        interp = tflite_interpreter(path, delegates=False)
+        interp = tflite_interpreter(path)
 
         def tensor(d: dict) -> dict:
             scale, zero = d["quantization"]

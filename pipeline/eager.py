@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.agent import _status_mb, device_fingerprint, load_eval, peak_rss_mb, summarize
+from bench.agent import _status_mb, device_fingerprint, load_eval, peak_rss_mb, subsample, summarize, time_runs
 
 
 def measure_checkpoint(ckpt: Path, eval_path: Path, threads: int, warmup: int = 20, min_runs: int = 200,
@@ -29,23 +29,14 @@ def measure_checkpoint(ckpt: Path, eval_path: Path, threads: int, warmup: int = 
     init_ms = (time.perf_counter() - start) * 1e3
     sample = torch.from_numpy(x[:1])
     with torch.inference_mode():
-        start = time.perf_counter()
-        model(sample)
-        first_ms = (time.perf_counter() - start) * 1e3
-        for _ in range(warmup):
-            model(sample)
-        samples, began = [], time.perf_counter()
-        while len(samples) < min_runs or time.perf_counter() - began < min_seconds:
-            t0 = time.perf_counter_ns()
-            model(sample)
-            samples.append((time.perf_counter_ns() - t0) / 1e6)
+        first_ms, samples = time_runs(lambda: model(sample), warmup, min_runs, min_seconds)
         pred = torch.cat([model(torch.from_numpy(x[i:i + 256])) for i in range(0, len(x), 256)]).argmax(1).numpy()
     peak = peak_rss_mb()
     return {"schema": "edgekd.result/1", "artifact": ckpt.name, "target": "local", "runtime": "torch",
             "runtime_version": torch.__version__, "threads": threads, "device": device_fingerprint(),
             "latency_ms": summarize(samples), "init_ms": init_ms, "first_ms": first_ms, "peak_rss_mb": peak,
             "rss_increase_mb": peak - rss_before, "accuracy": float((pred == y).mean()), "n_eval": int(len(y)),
-            "samples_ms": [round(s, 6) for s in samples[::max(1, len(samples) // 5000)]]}
+            "samples_ms": subsample(samples)}
 
 
 def main() -> int:
