@@ -112,3 +112,23 @@ def test_agent_missing_runtime_exits_3(tmp_path, bench_run):
     (block / "onnxruntime" / "__init__.py").write_text("raise ImportError('not installed')\n")
     proc = _agent([bench_run / "export" / "student.onnx"], block)
     assert proc.returncode == 3 and "pip install onnxruntime" in proc.stderr
+
+
+def test_agent_measures_every_model_of_a_bundle(bench_run, blocker, tmp_path):
+    import zipfile
+
+    bundle = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(bundle, "w") as z:
+        for rel in ("export/student.int8.tflite", "export/student.int8.tflite.json", "export/student.onnx",
+                    "export/student.onnx.json", "data/eval.npz"):
+            z.write(bench_run / rel, rel)
+        z.write(AGENT, "agent.py")
+    out = tmp_path / "results.json"
+    proc = _agent([bundle, "--target", "pi4", "--min-runs", 20, "--min-seconds", 0.05, "-o", out], blocker)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(out.read_text())
+    assert results["schema"] == "edgekd.bench/1" and results["target"] == "pi4"
+    report = {r["artifact"]: r for r in json.loads((bench_run / "report.json").read_text())["results"]}
+    assert sorted(r["artifact"] for r in results["results"]) == ["export/student.int8.tflite", "export/student.onnx"]
+    for r in results["results"]:  # same files, same eval set: the same accuracy as measured locally
+        assert r["target"] == "pi4" and r["accuracy"] == report[r["artifact"]]["accuracy"]
