@@ -2,7 +2,8 @@
 
 Stage order and dependencies are fixed here. Each stage's config hash covers only the config
 sections it reads; its input hashes cover the data and the files it loads, so changing the
-temperature re-runs the student but neither the teacher nor the baseline.
+temperature re-runs the student but neither the teacher nor the baseline, and a new benchmark
+setting re-runs bench and report only.
 """
 from __future__ import annotations
 
@@ -17,17 +18,17 @@ from typing import Callable
 import torch
 
 import pipeline
+from pipeline.bench_stage import bench_stage
 from pipeline.config import PipelineConfig
 from pipeline.data import prepare, write_eval
-from pipeline.bench_stage import bench_stage
 from pipeline.distill import train_student
-from pipeline.export_stage import export_models
-from pipeline.quantize import select_calibration
-from pipeline.report import report_stage
 from pipeline.errors import UsageError
+from pipeline.export_stage import export_models
 from pipeline.fileio import sha256_file, sha256_json, write_json, write_text
 from pipeline.manifest import Manifest
 from pipeline.progress import SilentProgress, TrainProgress
+from pipeline.quantize import select_calibration
+from pipeline.report import report_stage
 from pipeline.stage import StageContext, StageResult
 from pipeline.teacher import train_baseline, train_teacher
 from pipeline.train import pick_device
