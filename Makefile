@@ -15,7 +15,6 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(VENV)/bin/edgekd run configs/mnist5k.toml --out runs/mnist5k
-	@echo "run directory: runs/mnist5k (metrics.json, manifest.json, *.pt, export/ with ONNX and TFLite files and sidecars)"
 
 test: $(STAMP)
 	$(PY) -m pytest
