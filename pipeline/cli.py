@@ -113,6 +113,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pack(args: argparse.Namespace) -> int:
+    from pipeline.pack import pack
+
+    out = Path(args.output)
+    names = pack(_run_dir(args.run_dir), out)
+    Console().print(f"bundle: {out} ({len(names)} files, {out.stat().st_size / 1024:,.0f} KiB); on the device: "
+                    f"python agent.py {out.name} -o results.json")
+    return 0
+
+
 def _load_report(path: Path) -> dict:
     import json
 
@@ -185,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--junit", metavar="FILE", help="also write JUnit XML (one test case per rule and result)")
     gate.add_argument("--json", action="store_true", help="print verdicts as JSON instead of the table")
     gate.set_defaults(func=cmd_gate)
+    pack_cmd = sub.add_parser("pack", parents=[common], help="zip the exported files, eval set and agent for a device")
+    pack_cmd.add_argument("run_dir", help="a run directory, e.g. runs/mnist5k")
+    pack_cmd.add_argument("-o", "--output", required=True, metavar="BUNDLE.zip")
+    pack_cmd.set_defaults(func=cmd_pack)
     return parser
 
 

@@ -114,17 +114,24 @@ def test_agent_missing_runtime_exits_3(tmp_path, bench_run):
     assert proc.returncode == 3 and "pip install onnxruntime" in proc.stderr
 
 
-def test_agent_measures_every_model_of_a_bundle(bench_run, blocker, tmp_path):
+def test_packed_bundle_runs_on_the_agent(bench_run, blocker, tmp_path):
     import zipfile
 
+    from pipeline.cli import main
+
     bundle = tmp_path / "bundle.zip"
-    with zipfile.ZipFile(bundle, "w") as z:
-        for rel in ("export/student.int8.tflite", "export/student.int8.tflite.json", "export/student.onnx",
-                    "export/student.onnx.json", "data/eval.npz"):
-            z.write(bench_run / rel, rel)
-        z.write(AGENT, "agent.py")
+    assert main(["pack", str(bench_run), "-o", str(bundle)]) == 0
+    assert sorted(zipfile.ZipFile(bundle).namelist()) == [
+        "agent.py", "data/eval.npz", "export/student.int8.tflite", "export/student.int8.tflite.json",
+        "export/student.onnx", "export/student.onnx.json"]
+    # on the "device": only the bundle's own agent.py, with torch and pipeline unimportable
+    device = tmp_path / "device"
+    device.mkdir()
+    zipfile.ZipFile(bundle).extract("agent.py", device)
     out = tmp_path / "results.json"
-    proc = _agent([bundle, "--target", "pi4", "--min-runs", 20, "--min-seconds", 0.05, "-o", out], blocker)
+    proc = subprocess.run([sys.executable, str(device / "agent.py"), str(bundle), "--target", "pi4",
+                           "--min-runs", "20", "--min-seconds", "0.05", "-o", str(out)], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(blocker), "PATH": "/usr/bin:/bin"}, cwd=device)
     assert proc.returncode == 0, proc.stderr
     results = json.loads(out.read_text())
     assert results["schema"] == "edgekd.bench/1" and results["target"] == "pi4"
