@@ -31,10 +31,11 @@ def measure_checkpoint(ckpt: Path, eval_path: Path, threads: int, warmup: int = 
     with torch.inference_mode():
         first_ms, samples = time_runs(lambda: model(sample), warmup, min_runs, min_seconds)
         pred = torch.cat([model(torch.from_numpy(x[i:i + 256])) for i in range(0, len(x), 256)]).argmax(1).numpy()
-    peak = peak_rss_mb()
+    latency = summarize(samples)
+    peak = peak_rss_mb()  # last, as in the agent
     return {"schema": "edgekd.result/1", "artifact": ckpt.name, "target": "local", "runtime": "torch",
             "runtime_version": torch.__version__, "threads": threads, "device": device_fingerprint(),
-            "latency_ms": summarize(samples), "init_ms": init_ms, "first_ms": first_ms, "peak_rss_mb": peak,
+            "latency_ms": latency, "init_ms": init_ms, "first_ms": first_ms, "peak_rss_mb": peak,
             "rss_increase_mb": peak - rss_before, "accuracy": float((pred == y).mean()), "n_eval": int(len(y)),
             "samples_ms": subsample(samples)}
 
