@@ -14,8 +14,12 @@ from rich.table import Table
 from export.errors import ExportError, ParityError, RuntimeMissing
 from pipeline.errors import EdgekdError
 
-log = logging.getLogger("edgekd")
 console = Console(stderr=True)
+
+
+def _stdout() -> Console:
+    """Results go to stdout; wide enough for the tables when it is a file or a CI log."""
+    return Console() if Console().is_terminal else Console(width=150)
 
 
 def _percent(x: float) -> str:
@@ -65,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / cfg.run.name
     progress = (lambda label: SilentProgress()) if args.quiet else (lambda label: RichProgress(label, console))
     summary = run_pipeline(cfg, out.resolve(), until=args.until, force=tuple(args.force), progress=progress)
-    stdout = Console() if Console().is_terminal else Console(width=150)
+    stdout = _stdout()
     print_models(summary, stdout)
     if summary.artifacts:
         print_artifacts(summary.artifacts, stdout)
@@ -153,7 +157,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     if args.json:
         print(verdicts_json(verdicts, code))
     else:
-        out = Console() if Console().is_terminal else Console(width=150)
+        out = _stdout()
         out.print(table(verdicts))
         out.print(f"gate: {summary_line(verdicts)}", highlight=False)
     return code
