@@ -143,9 +143,10 @@ def _convert(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
     return float(value) if tp is float else value
 
 
-def _build(cls: type, raw: dict[str, Any], prefix: str, problems: list[str]) -> Any:
+def _build(cls: type, raw: dict[str, Any], prefix: str, problems: list[str], base: Any = None) -> Any:
+    """`base` (default: `cls()`) with the keys of `raw` converted and applied; problems are appended."""
     hints = get_type_hints(cls)
-    defaults = cls()
+    base = cls() if base is None else base
     values = {}
     for key, value in raw.items():
         dotted = f"{prefix}.{key}" if prefix else key
@@ -154,30 +155,14 @@ def _build(cls: type, raw: dict[str, Any], prefix: str, problems: list[str]) -> 
                             f"{', '.join(hints)}")
             continue
         if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
-            # merge into this field's own default so e.g. [student] keeps its default arch
-            values[key] = _build_onto(getattr(defaults, key), value, dotted, problems)
+            # onto this field's own default, so e.g. [student] keeps its default arch
+            values[key] = _build(hints[key], value, dotted, problems, getattr(base, key))
         else:
             before = len(problems)
             converted = _convert(value, hints[key], dotted, problems)
             if len(problems) == before:  # a wrong value keeps the default so validation can still run
                 values[key] = converted
-    return dataclasses.replace(defaults, **values)
-
-
-def _build_onto(default: Any, raw: dict[str, Any], prefix: str, problems: list[str]) -> Any:
-    base = dataclasses.asdict(default)
-    merged = _deep_merge(base, raw)
-    return _build(type(default), merged, prefix, problems) if raw else default
-
-
-def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v)
-        else:
-            out[k] = v
-    return out
+    return dataclasses.replace(base, **values)
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
