@@ -12,13 +12,16 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import bench.agent
-from pipeline.config import BenchConfig
 from pipeline.errors import DataError, MissingDependency
 from pipeline.fileio import write_json
 from pipeline.manifest import Manifest
-from pipeline.stage import StageContext, StageResult
+
+if TYPE_CHECKING:  # both import torch; `edgekd bench` and `edgekd pack` do not need it here
+    from pipeline.config import BenchConfig
+    from pipeline.stage import StageContext, StageResult
 
 log = logging.getLogger(__name__)
 
@@ -67,5 +70,7 @@ def bench_local(run_dir: Path, cfg: BenchConfig, progress=print) -> Path:
 
 
 def bench_stage(ctx: StageContext) -> StageResult:
+    from pipeline.stage import StageResult
+
     path = bench_local(ctx.run_dir, ctx.cfg.bench, progress=log.info)
     return StageResult([path], {"results": len(json.loads(path.read_text())["results"])})

@@ -10,12 +10,15 @@ import datetime as dt
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pipeline
 from pipeline.errors import DataError
 from pipeline.fileio import sha256_file, write_json, write_text
 from pipeline.manifest import Manifest
-from pipeline.stage import StageContext, StageResult
+
+if TYPE_CHECKING:  # pipeline.stage imports torch; `edgekd report` does not need it
+    from pipeline.stage import StageContext, StageResult
 
 log = logging.getLogger(__name__)
 
@@ -155,10 +158,13 @@ def write_report(run_dir: Path, added: list[Path] = ()) -> list[Path]:
     report = build_report(run_dir)
     json_path, md_path, html_path = run_dir / "report.json", run_dir / "report.md", run_dir / "report.html"
     write_json(json_path, report)
-    write_text(md_path, markdown(report))
-    plots = html_report(report, rows(report), markdown(report), html_path, run_dir / "plots")
+    md = markdown(report)
+    write_text(md_path, md)
+    plots = html_report(report, rows(report), md, html_path, run_dir / "plots")
     return [json_path, md_path, html_path, *plots]
 
 
 def report_stage(ctx: StageContext) -> StageResult:
+    from pipeline.stage import StageResult
+
     return StageResult(write_report(ctx.run_dir))
