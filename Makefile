@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgekd-installed
 
-.PHONY: demo test test-slow bench clean
+.PHONY: demo test test-matrix test-slow bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# every seed 0-4, plainly and with torch on other CPU kernels (stand-in for another machine)
+SWITCHES := ATEN_CPU_CAPABILITY=default DNNL_MAX_CPU_ISA=SSE41 MKL_CBWR=COMPATIBLE
+test-matrix: $(STAMP)
+	@fail=0; for seed in 0 1 2 3 4; do for sw in "" "$(SWITCHES)"; do \
+	  line=$$(env EDGEKD_TEST_SEED=$$seed $$sw $(PY) -m pytest -q -p no:warnings 2>&1 | tail -1); \
+	  echo "seed $$seed $${sw:-plain}: $$line"; case "$$line" in *failed*|*error*) fail=1;; esac; \
+	done; done; exit $$fail
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow

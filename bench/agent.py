@@ -1,29 +1,39 @@
-"""edgekd benchmark agent: latency, memory and accuracy of one model file with its own runtime.
+"""edgekd benchmark agent: latency, memory and accuracy of model files, each with its own runtime.
 
-    python bench/agent.py MODEL [--eval EVAL.npz] [--threads N] [-o RESULT.json]
-    python bench/agent.py BUNDLE.zip [-o RESULTS.json]     # every model in the bundle, each in a fresh process
+    python bench/agent.py MODEL... [--eval EVAL.npz] [--threads N] [--processes K] [-o RESULTS.json]
+    python bench/agent.py BUNDLE.zip [-o RESULTS.json]        # every model in an `edgekd pack` bundle
 
 Runs with Python >= 3.9, the standard library, numpy and one runtime: ai_edge_litert (or
 tflite_runtime) for .tflite, onnxruntime for .onnx. It is one self-contained file so that it can be
 copied to a Raspberry Pi or packed into a bundle. Exit codes: 0 ok, 2 bad input (unreadable model or
 eval file), 3 the runtime is not installed.
+
+Every model is timed in K fresh worker processes (`--worker`), scheduled round-robin over the models
+so that a slow spell of the machine spreads over all of them. A process keeps its own median: the
+spread of those medians, not the spread of samples inside one process, is the run-to-run noise a
+later comparison must allow for (pyperf measures the same way).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 SCHEMA = "edgekd.result/1"
+BENCH_SCHEMA = "edgekd.bench/1"
 
 
 class AgentError(Exception):
@@ -34,20 +44,49 @@ class AgentError(Exception):
 
 # ----------------------------------------------------------------------------- statistics
 
-def summarize(samples_ms: list[float] | np.ndarray, resamples: int = 1000, seed: int = 0) -> dict:
-    """Percentiles (linear interpolation), mean, std, min, max, n and a bootstrap 95 % CI of the median."""
+def percentiles(samples_ms) -> dict:
+    """Percentiles (linear interpolation), mean, std, min, max and n of latency samples."""
     a = np.asarray(samples_ms, dtype=np.float64)
     p50, p90, p95, p99 = np.percentile(a, [50, 90, 95, 99])
-    rng = np.random.default_rng(seed)
-    # resample a few rows at a time: a second of 4 µs runs is 250k samples, and a full
-    # (resamples x n) matrix would add gigabytes to the peak memory this agent reports
-    chunk = max(1, 500_000 // len(a))
-    boot = np.concatenate([np.median(a[rng.integers(0, len(a), size=(min(chunk, resamples - i), len(a)))], axis=1)
-                           for i in range(0, resamples, chunk)])
-    lo, hi = np.percentile(boot, [2.5, 97.5])
     return {"p50": float(p50), "p90": float(p90), "p95": float(p95), "p99": float(p99), "mean": float(a.mean()),
             "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "min": float(a.min()), "max": float(a.max()),
-            "n": int(len(a)), "p50_ci95": [float(lo), float(hi)]}
+            "n": int(len(a))}
+
+
+def median_interval(values, level: float = 0.95) -> tuple[float, float, float]:
+    """Distribution-free interval for the median from order statistics: (lo, hi, coverage).
+
+    The narrowest symmetric pair of order statistics whose coverage reaches `level`; with too few
+    values to reach it, the whole range and the coverage it does have (5 values: 93.75 %).
+    """
+    v = sorted(float(x) for x in values)
+    n = len(v)
+    best = (v[0], v[-1], 1.0 - 2.0 * 0.5 ** n)
+    for j in range(1, n // 2 + 1):  # [v[j-1], v[n-j]] covers with prob 1 - 2 P(Bin(n, .5) <= j-1)
+        coverage = 1.0 - 2.0 * sum(math.comb(n, i) for i in range(j)) / 2.0 ** n
+        if coverage < level:
+            break
+        best = (v[j - 1], v[n - j], coverage)
+    return best
+
+
+def subsample(samples, keep: int) -> list[float]:
+    """`keep` samples evenly spaced over the run (all of them when there are fewer)."""
+    a = np.asarray(samples, dtype=np.float64)
+    if len(a) > keep:
+        a = a[np.linspace(0, len(a) - 1, keep).round().astype(int)]
+    return [round(float(s), 6) for s in a]
+
+
+def combine_latency(process_samples: list[list[float]]) -> dict:
+    """One latency record from K processes: percentiles over all samples, each process weighted
+    equally, plus every process's median and a 95 % interval of the median across processes."""
+    per_process = min(len(s) for s in process_samples)
+    pooled = np.concatenate([subsample(s, per_process) for s in process_samples])
+    medians = [float(np.median(s)) for s in process_samples]
+    lo, hi, coverage = median_interval(medians)
+    return {**percentiles(pooled), "p50_ci95": [lo, hi], "p50_ci_coverage": round(coverage, 4),
+            "process_p50": medians, "processes": len(process_samples)}
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
@@ -59,9 +98,10 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return (q.astype(np.float32) - zero_point) * np.float32(scale)
 
 
-# ----------------------------------------------------------------------------- memory and device
+# ----------------------------------------------------------------------------- memory, device, files
 
-def _status_mb(key: str) -> float | None:
+def status_mb(key: str) -> float | None:
+    """A /proc/self/status memory line (VmRSS, VmHWM) in MB, or None where there is no /proc."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith(key + ":"):
@@ -73,7 +113,7 @@ def _status_mb(key: str) -> float | None:
 
 def peak_rss_mb() -> float:
     """VmHWM (Linux); elsewhere ru_maxrss (kB on Linux, bytes on macOS)."""
-    hwm = _status_mb("VmHWM")
+    hwm = status_mb("VmHWM")
     if hwm is not None:
         return hwm
     import resource
@@ -89,6 +129,25 @@ def device_fingerprint() -> dict:
     except OSError:
         info["governor"] = None
     return info
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_eval(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            x, y = f["x"].astype(np.float32), f["y"].astype(np.int64)
+    except (OSError, ValueError, KeyError) as exc:
+        raise AgentError(f"{path}: not an edgekd eval file with arrays x and y ({exc})") from exc
+    if x.ndim != 4 or len(x) != len(y) or not len(x):
+        raise AgentError(f"{path}: expected x of shape (N, C, H, W) and y of shape (N,); got {x.shape} and {y.shape}")
+    return x, y
 
 
 # ----------------------------------------------------------------------------- runtimes
@@ -176,7 +235,38 @@ class ONNXRunner:
 RUNNERS = {".tflite": TFLiteRunner, ".onnx": ONNXRunner}
 
 
-# ----------------------------------------------------------------------------- measuring one model
+# ----------------------------------------------------------------------------- one worker process
+
+@dataclass(frozen=True)
+class Timing:
+    """How long one worker process times its model (timing runs until both minimums are reached)."""
+
+    warmup: int = 20
+    min_runs: int = 40
+    min_seconds: float = 0.2
+    max_seconds: float = 30.0
+
+    def args(self) -> list[str]:
+        return ["--warmup", str(self.warmup), "--min-runs", str(self.min_runs), "--min-seconds", str(self.min_seconds)]
+
+
+def time_runs(run, timing: Timing) -> tuple[float, list[float]]:
+    """(first-call ms, per-call ms after warm-up)."""
+    start = time.perf_counter()
+    run()
+    first_ms = (time.perf_counter() - start) * 1e3
+    for _ in range(timing.warmup):
+        run()
+    samples: list[float] = []
+    began = time.perf_counter()
+    while len(samples) < timing.min_runs or time.perf_counter() - began < timing.min_seconds:
+        t0 = time.perf_counter_ns()
+        run()
+        samples.append((time.perf_counter_ns() - t0) / 1e6)
+        if time.perf_counter() - began > timing.max_seconds and len(samples) >= 10:
+            break
+    return first_ms, samples
+
 
 def _layout(runner, sidecar: dict, sample_shape: tuple) -> str:
     """NHWC or NCHW: from the sidecar when there is one, else from the model's input shape."""
@@ -186,49 +276,15 @@ def _layout(runner, sidecar: dict, sample_shape: tuple) -> str:
     return "nhwc" if tuple(runner.input_shape[1:]) == (h, w, c) and (h, w, c) != (c, h, w) else "nchw"
 
 
-def time_runs(run, warmup: int, min_runs: int, min_seconds: float, max_seconds: float = 30.0) -> tuple[float, list[float]]:
-    """(first-call ms, per-call ms after warm-up): timed until both min_runs and min_seconds are reached."""
-    start = time.perf_counter()
-    run()
-    first_ms = (time.perf_counter() - start) * 1e3
-    for _ in range(warmup):
-        run()
-    samples: list[float] = []
-    began = time.perf_counter()
-    while len(samples) < min_runs or time.perf_counter() - began < min_seconds:
-        t0 = time.perf_counter_ns()
-        run()
-        samples.append((time.perf_counter_ns() - t0) / 1e6)
-        if time.perf_counter() - began > max_seconds and len(samples) >= 10:
-            break
-    return first_ms, samples
-
-
-def subsample(samples: list[float], keep: int = 5000) -> list[float]:
-    """At most about `keep` samples, evenly spaced over the run (not the first ones), so a later
-    comparison sees the whole run's noise."""
-    return [round(s, 6) for s in samples[::max(1, len(samples) // keep)]]
-
-
-def load_eval(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            x, y = f["x"].astype(np.float32), f["y"].astype(np.int64)
-    except (OSError, ValueError, KeyError) as exc:
-        raise AgentError(f"{path}: not an edgekd eval file with arrays x and y ({exc})") from exc
-    if x.ndim != 4 or len(x) != len(y) or not len(x):
-        raise AgentError(f"{path}: expected x of shape (N, C, H, W) and y of shape (N,); got {x.shape} and {y.shape}")
-    return x, y
-
-
-def measure(model: Path, eval_path: Path | None, threads: int = 1, warmup: int = 20, min_runs: int = 200,
-            min_seconds: float = 1.0, max_seconds: float = 30.0, target: str = "local") -> dict:
-    """Load, time and score one model in this process; return the result record (schema edgekd.result/1)."""
-    rss_before = _status_mb("VmRSS") or peak_rss_mb()
+def worker(model: Path, eval_path: Path | None, threads: int, timing: Timing, with_accuracy: bool) -> dict:
+    """Load and time one model in this process (and score it when asked): a worker record."""
+    started = time.time()
+    rss_before = status_mb("VmRSS") or peak_rss_mb()
     if model.suffix not in RUNNERS:
         raise AgentError(f"{model}: unknown model type {model.suffix!r}; expected one of {', '.join(RUNNERS)}")
     if not model.is_file():
         raise AgentError(f"{model}: no such file")
+    sha = sha256_file(model)
     side_path = model.with_name(model.name + ".json")
     sidecar = json.loads(side_path.read_text()) if side_path.is_file() else {}
     x, y = load_eval(eval_path) if eval_path else (None, None)
@@ -236,43 +292,113 @@ def measure(model: Path, eval_path: Path | None, threads: int = 1, warmup: int =
     runner = RUNNERS[model.suffix](model, threads)
     init_ms = (time.perf_counter() - start) * 1e3
     if x is not None:
-        layout = _layout(runner, sidecar, x.shape[1:])
-        if layout == "nhwc":
+        if _layout(runner, sidecar, x.shape[1:]) == "nhwc":
             x = x.transpose(0, 2, 3, 1)
         sample = x[:1]
     else:
         shape = tuple(1 if d < 1 else d for d in runner.input_shape)
         sample = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     prepared = runner.prepare(sample)
-    first_ms, samples = time_runs(lambda: runner.run(prepared), warmup, min_runs, min_seconds, max_seconds)
-    accuracy = float((runner.predict(x).argmax(1) == y).mean()) if x is not None else None
-    latency = summarize(samples)
-    peak = peak_rss_mb()  # last: the process's true high-water mark, as an outside observer would read it
-    return {
-        "schema": SCHEMA, "artifact": sidecar.get("file", model.name), "target": target,
-        "runtime": runner.runtime, "runtime_version": runner.version, "threads": threads,
-        "device": device_fingerprint(), "latency_ms": latency, "init_ms": init_ms, "first_ms": first_ms,
-        "peak_rss_mb": peak, "rss_increase_mb": peak - rss_before, "accuracy": accuracy,
-        "n_eval": int(len(y)) if y is not None else 0, "samples_ms": subsample(samples),
-    }
+    first_ms, samples = time_runs(lambda: runner.run(prepared), timing)
+    peak = peak_rss_mb()  # before scoring: the memory of loading and running the model, not of the eval set
+    record = {"artifact": sidecar.get("file", model.name), "sha256": sha, "runtime": runner.runtime,
+              "runtime_version": runner.version, "threads": threads, "init_ms": init_ms, "first_ms": first_ms,
+              "peak_rss_mb": peak, "rss_increase_mb": peak - rss_before, "samples_ms": samples}
+    if with_accuracy and x is not None:
+        record.update(accuracy=float((runner.predict(x).argmax(1) == y).mean()), n_eval=int(len(y)))
+    return {**record, "started_at": started, "ended_at": time.time()}
 
 
-def measure_in_subprocess(model: Path, eval_path: Path | None, threads: int, target: str, extra: list[str]) -> dict:
-    """Measure `model` in a fresh interpreter so that no other model's memory counts against it."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "result.json"
-        cmd = [sys.executable, str(Path(__file__).resolve()), str(model), "--threads", str(threads),
-               "--target", target, "-o", str(out), *extra]
-        if eval_path:
-            cmd += ["--eval", str(eval_path)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+# ----------------------------------------------------------------------------- orchestration
+
+@dataclass
+class Job:
+    """One artifact to measure: the command that runs one worker process for it (the command gets
+    `-o OUT`, and `--accuracy` in the first round)."""
+
+    artifact: str
+    command: list[str]
+    workers: list[dict] = field(default_factory=list)
+
+
+def die_with_parent() -> None:
+    """Called first in a worker process: Linux sends it SIGTERM when its parent dies, so a killed
+    benchmark leaves no orphan timing on the CPU. (Set here rather than in a preexec_fn, which would
+    force fork() in a parent that may be running threads.)"""
+    parent = os.getppid()
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        sys.exit(1)
+
+
+def run_process(command: list[str], timeout: float | None = None) -> dict:
+    """Run one command that writes a JSON file given as `-o OUT`; its JSON, or AgentError with its
+    last stderr line and its exit code (a runtime missing stays 3)."""
+    with tempfile.TemporaryDirectory(prefix="edgekd-") as tmp:
+        out = Path(tmp) / "out.json"
+        try:
+            proc = subprocess.run([*command, "-o", str(out)], capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AgentError(f"{' '.join(command[:3])}...: no result within {timeout:.0f} s", 1) from None
         if proc.returncode != 0:
-            raise AgentError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else
-                             f"{model}: agent exited {proc.returncode}", proc.returncode)
+            lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+            message = lines[-1].removeprefix("error: ") if lines else f"exit code {proc.returncode}"
+            raise AgentError(message, proc.returncode if proc.returncode in (2, 3) else 1)
         return json.loads(out.read_text())
 
 
-def measure_bundle(bundle: Path, threads: int, target: str, extra: list[str]) -> dict:
+def merge(job: Job, target: str) -> dict:
+    """The result record (schema edgekd.result/1) of one job from its worker records."""
+    first = job.workers[0]
+    shas = {w["sha256"] for w in job.workers}
+    if len(shas) != 1:
+        raise AgentError(f"{job.artifact}: the file changed while it was measured (sha256 {', '.join(sorted(shas))})")
+    latency = combine_latency([w["samples_ms"] for w in job.workers])
+    return {
+        "schema": SCHEMA, "artifact": job.artifact, "target": target, "sha256": first["sha256"],
+        "runtime": first["runtime"], "runtime_version": first["runtime_version"], "threads": first["threads"],
+        "device": device_fingerprint(), "latency_ms": latency,
+        "init_ms": float(np.median([w["init_ms"] for w in job.workers])),
+        "first_ms": float(np.median([w["first_ms"] for w in job.workers])),
+        "peak_rss_mb": max(w["peak_rss_mb"] for w in job.workers),
+        "rss_increase_mb": max(w["rss_increase_mb"] for w in job.workers),
+        "accuracy": first.get("accuracy"), "n_eval": first.get("n_eval", 0), "accuracy_on": "device",
+        "started_at": min(w["started_at"] for w in job.workers), "ended_at": max(w["ended_at"] for w in job.workers),
+        "samples_ms": subsample(np.concatenate([w["samples_ms"] for w in job.workers]), 5000),
+    }
+
+
+def run_jobs(jobs: list[Job], processes: int, target: str, progress=None, timeout: float | None = None) -> list[dict]:
+    """Measure every job in `processes` rounds, one fresh process per job and round; accuracy in round 1."""
+    for round_ in range(processes):
+        for i, job in enumerate(jobs, 1):
+            if progress:
+                progress(f"[round {round_ + 1}/{processes}, {i}/{len(jobs)}] {job.artifact}")
+            job.workers.append(run_process([*job.command, *(["--accuracy"] if round_ == 0 else [])], timeout))
+    return [merge(job, target) for job in jobs]
+
+
+def worker_command(model: Path, eval_path: Path | None, threads: int, timing: Timing) -> list[str]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(model), "--threads", str(threads),
+           *timing.args()]
+    return cmd + (["--eval", str(eval_path)] if eval_path else [])
+
+
+def measure_files(models: list[Path], eval_path: Path | None, threads: int, processes: int, timing: Timing,
+                  target: str, progress=None) -> dict:
+    jobs = []
+    for model in models:
+        sidecar = model.with_name(model.name + ".json")
+        artifact = json.loads(sidecar.read_text()).get("file", model.name) if sidecar.is_file() else model.name
+        jobs.append(Job(artifact, worker_command(model, eval_path, threads, timing)))
+    return {"schema": BENCH_SCHEMA, "target": target, "results": run_jobs(jobs, processes, target, progress)}
+
+
+def measure_bundle(bundle: Path, threads: int, processes: int, timing: Timing, target: str, progress=None) -> dict:
     try:
         archive = zipfile.ZipFile(bundle)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -282,41 +408,51 @@ def measure_bundle(bundle: Path, threads: int, target: str, extra: list[str]) ->
         root = Path(tmp)
         eval_path = next(root.rglob("eval.npz"), None)
         models = sorted(p for p in root.rglob("*") if p.suffix in RUNNERS)
-        results = []
-        for i, model in enumerate(models, 1):
-            print(f"[{i}/{len(models)}] {model.relative_to(root)}", file=sys.stderr, flush=True)
-            results.append(measure_in_subprocess(model, eval_path, threads, target, extra))
-    return {"schema": "edgekd.bench/1", "target": target, "results": results}
+        return measure_files(models, eval_path, threads, processes, timing, target, progress)
+
+
+def _write(text: str, output: Path | None) -> None:
+    if output is None:
+        print(text)
+        return
+    tmp = output.with_name(f".{output.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, output)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", type=Path, help="a .tflite/.onnx file (sidecar .json beside it is read) or a bundle .zip")
+    parser.add_argument("models", type=Path, nargs="+", metavar="MODEL",
+                        help=".tflite/.onnx files (a sidecar .json beside each is read) or one bundle .zip")
     parser.add_argument("--eval", type=Path, help="eval.npz (x float32 NCHW, y int64) for accuracy")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--target", default="local", help="target name recorded in the result")
-    parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--min-runs", type=int, default=200)
-    parser.add_argument("--min-seconds", type=float, default=1.0)
+    parser.add_argument("--processes", type=int, default=5, help="fresh processes per model (default 5)")
+    parser.add_argument("--target", default="local", help="target name recorded in the results")
+    parser.add_argument("--warmup", type=int, default=Timing.warmup, help="runs before timing, per process")
+    parser.add_argument("--min-runs", type=int, default=Timing.min_runs, help="timed runs at least, per process")
+    parser.add_argument("--min-seconds", type=float, default=Timing.min_seconds, help="timing at least, per process")
     parser.add_argument("-o", "--output", type=Path, help="write the JSON here (default: stdout)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one process, one model
+    parser.add_argument("--accuracy", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    extra = ["--warmup", str(args.warmup), "--min-runs", str(args.min_runs), "--min-seconds", str(args.min_seconds)]
+    timing = Timing(args.warmup, args.min_runs, args.min_seconds)
+    if args.processes < 1 or args.threads < 1:
+        parser.error("--processes and --threads must be >= 1")
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
     try:
-        if args.model.suffix == ".zip":
-            result = measure_bundle(args.model, args.threads, args.target, extra)
+        if args.worker:
+            die_with_parent()
+            result = worker(args.models[0], args.eval, args.threads, timing, args.accuracy)
+        elif args.models[0].suffix == ".zip":
+            result = measure_bundle(args.models[0], args.threads, args.processes, timing, args.target, progress)
         else:
-            result = measure(args.model, args.eval, args.threads, args.warmup, args.min_runs, args.min_seconds,
-                             target=args.target)
+            result = measure_files(args.models, args.eval, args.threads, args.processes, timing, args.target, progress)
     except AgentError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    text = json.dumps(result, indent=2)
-    if args.output:
-        tmp = args.output.with_name(f".{args.output.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, args.output)
-    else:
-        print(text)
+    _write(json.dumps(result, indent=None if args.worker else 2), args.output)
     return 0
 
 

@@ -28,7 +28,7 @@ def agent_p50(model: Path, eval_path: Path, threads: int) -> tuple[float, float]
         start = time.perf_counter()
         subprocess.run([sys.executable, str(AGENT), str(model), "--eval", str(eval_path), "--threads", str(threads),
                         "-o", str(out)], check=True, capture_output=True)
-        return json.loads(out.read_text())["latency_ms"]["p50"], time.perf_counter() - start
+        return json.loads(out.read_text())["results"][0]["latency_ms"]["p50"], time.perf_counter() - start
 
 
 def tool_median(model: Path, threads: int, runs: int) -> float:

@@ -22,6 +22,7 @@ class ExportOptions:
     eval_y: np.ndarray
     calibration_x: np.ndarray | None = None  # float32 NCHW from the train split; int8 formats need it
     onnx_calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    onnx_reduce_range: bool = True  # 7-bit int8 weights: x86 without VNNI cannot saturate on them
     tflite_layout: Literal["nhwc", "nchw"] = "nhwc"
     opset: int = 18
     metadata: dict[str, str] = field(default_factory=dict)  # embedded where the format allows (ONNX metadata_props)

@@ -75,7 +75,13 @@ class _CalibrationReader:
 
 
 def export_onnx_int8(model: nn.Module, sample: torch.Tensor, out_path: Path, options: ExportOptions) -> ExportResult:
-    """Static int8 ONNX: QDQ format, per-channel int8 weights, int8 activations calibrated on train samples."""
+    """Static int8 ONNX: QDQ format, per-channel int8 weights, int8 activations calibrated on train samples.
+
+    With `onnx_reduce_range` (the default) weights use 7 bits (|w| <= 64): onnxruntime's x86 kernels
+    on CPUs without VNNI multiply uint8 activations by int8 weights with VPMADDUBSW, which saturates
+    a pair of products at 32767; 2 x 255 x 64 stays below it, 2 x 255 x 127 does not. Measured on
+    the mnist5k teacher under an emulated Haswell CPU: 8-bit weights 97.50 %, 7-bit 98.10 % = fp32.
+    """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -93,6 +99,6 @@ def export_onnx_int8(model: nn.Module, sample: torch.Tensor, out_path: Path, opt
             quant_pre_process(str(fp32), str(prepared))  # shape inference + graph cleanup, as ORT recommends
             quantize_static(str(prepared), str(tmp), _CalibrationReader(options.calibration_x, "input"),
                             quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
-                            weight_type=QuantType.QInt8, calibrate_method=method,
+                            weight_type=QuantType.QInt8, calibrate_method=method, reduce_range=options.onnx_reduce_range,
                             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
         return _finish(tmp, out_path, "int8", ref, options, start)

@@ -1,20 +1,19 @@
 """The bench stage and `edgekd bench`: every exported file measured by the agent on this machine.
 
-Each file runs in its own process (bench/agent.py), so one model's memory never counts against
-another's; the PyTorch eager rows run in their own process too (pipeline/eager.py).
-Results go to bench/<target>.json (schema edgekd.bench/1).
+Every file (and every PyTorch eager checkpoint) is timed in `bench.processes` fresh processes,
+scheduled round-robin by the agent, so that one model's memory never counts against another's and
+the report can state the process-to-process spread. Results go to bench/<target>.json.
 """
 from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import bench.agent
+from bench.agent import AgentError, Job, Timing, run_jobs, worker_command
+from pipeline import eager
 from pipeline.errors import DataError, MissingDependency
 from pipeline.fileio import write_json
 from pipeline.manifest import Manifest
@@ -36,34 +35,24 @@ def exported_files(run_dir: Path) -> list[Path]:
     return [run_dir / rel for rel in stage["outputs"] if Path(rel).suffix in (".onnx", ".tflite")]
 
 
-def _run(cmd: list[str], what: str) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "result.json"
-        proc = subprocess.run([*cmd, "-o", str(out)], capture_output=True, text=True)
-        if proc.returncode != 0:
-            message = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
-            error = MissingDependency if proc.returncode == 3 else DataError
-            raise error(f"benchmark of {what} failed: {message}")
-        return json.loads(out.read_text())
-
-
 def bench_local(run_dir: Path, cfg: BenchConfig, progress=print) -> Path:
     """Measure every exported file and the eager checkpoints locally; write bench/local.json."""
     eval_path = run_dir / "data" / "eval.npz"
-    timing = ["--threads", str(cfg.threads), "--min-runs", str(cfg.min_runs), "--min-seconds", str(cfg.min_seconds)]
-    jobs = [(f.relative_to(run_dir).as_posix(), [sys.executable, str(AGENT), str(f), "--eval", str(eval_path),
-                                                 "--warmup", str(cfg.warmup), *timing]) for f in exported_files(run_dir)]
-    jobs += [(f"{m}.pt", [sys.executable, "-m", "pipeline.eager", str(run_dir / f"{m}.pt"), "--eval", str(eval_path),
-                          *timing]) for m in cfg.eager if (run_dir / f"{m}.pt").exists()]
-    results = []
-    for i, (name, cmd) in enumerate(jobs, 1):
-        result = _run(cmd, name)
-        result["artifact"] = name
-        lat = result["latency_ms"]
-        progress(f"[{i}/{len(jobs)}] {name}: p50 {lat['p50'] * 1e3:.1f} µs (95% CI {lat['p50_ci95'][0] * 1e3:.1f}-"
-                 f"{lat['p50_ci95'][1] * 1e3:.1f}), p95 {lat['p95'] * 1e3:.1f} µs, peak RSS {result['peak_rss_mb']:.0f} MB, "
-                 f"accuracy {result['accuracy']:.2%}")
-        results.append(result)
+    timing = Timing(cfg.warmup, cfg.min_runs, cfg.min_seconds)
+    jobs = [Job(f.relative_to(run_dir).as_posix(), worker_command(f, eval_path, cfg.threads, timing))
+            for f in exported_files(run_dir)]
+    jobs += [Job(f"{m}.pt", eager.worker_command(run_dir / f"{m}.pt", eval_path, cfg.threads, timing))
+             for m in cfg.eager if (run_dir / f"{m}.pt").exists()]
+    log.info("bench: %d files x %d processes each, round-robin", len(jobs), cfg.processes)
+    try:
+        results = run_jobs(jobs, cfg.processes, "local", progress=log.debug)
+    except AgentError as exc:
+        raise (MissingDependency if exc.exit_code == 3 else DataError)(f"benchmark failed: {exc}") from None
+    for r in results:
+        lat = r["latency_ms"]
+        progress(f"{r['artifact']}: p50 {lat['p50'] * 1e3:.1f} µs (per-process p50s "
+                 f"{lat['p50_ci95'][0] * 1e3:.1f}-{lat['p50_ci95'][1] * 1e3:.1f} over {lat['processes']}), "
+                 f"p95 {lat['p95'] * 1e3:.1f} µs, peak RSS {r['peak_rss_mb']:.0f} MB, accuracy {r['accuracy']:.2%}")
     path = run_dir / "bench" / "local.json"
     write_json(path, {"schema": "edgekd.bench/1", "target": "local", "results": results})
     return path

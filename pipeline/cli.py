@@ -144,7 +144,7 @@ def _load_report(path: Path) -> dict:
 def cmd_gate(args: argparse.Namespace) -> int:
     from pipeline.fileio import write_text
     from pipeline.gate import check, check_regression, exit_code, load_budgets
-    from pipeline.gate_output import junit_xml, summary_line, table, verdicts_json
+    from pipeline.gate_output import junit_xml, notes, summary_line, table, verdicts_json
 
     budgets, regression = load_budgets(Path(args.budgets))
     report = _load_report(Path(args.report))
@@ -159,6 +159,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
     else:
         out = _stdout()
         out.print(table(verdicts))
+        for line in notes(verdicts):
+            out.print(f"  {line}", highlight=False)
         out.print(f"gate: {summary_line(verdicts)}", highlight=False)
     return code
 

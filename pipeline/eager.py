@@ -1,8 +1,9 @@
-"""PyTorch eager reference: the same measurement as bench/agent.py, for a checkpoint, in its own process.
+"""PyTorch eager reference: one worker process of the agent's protocol, for a checkpoint.
 
-    python -m pipeline.eager RUN_DIR/student.pt --eval RUN_DIR/data/eval.npz [--threads N] -o RESULT.json
+    python -m pipeline.eager RUN_DIR/student.pt --eval RUN_DIR/data/eval.npz [--threads N] [--accuracy] -o OUT.json
 
-It reuses the agent's statistics and memory readings so the eager rows compare like for like.
+It reuses the agent's timing loop and memory readings, and the agent's scheduler runs it K times
+beside the exported files, so the eager rows compare like for like.
 """
 from __future__ import annotations
 
@@ -12,32 +13,39 @@ import sys
 import time
 from pathlib import Path
 
-from bench.agent import _status_mb, device_fingerprint, load_eval, peak_rss_mb, subsample, summarize, time_runs
+from bench.agent import AgentError, Timing, die_with_parent, load_eval, peak_rss_mb, sha256_file, status_mb, time_runs
+from pipeline.errors import EdgekdError
 
 
-def measure_checkpoint(ckpt: Path, eval_path: Path, threads: int, warmup: int = 20, min_runs: int = 200,
-                       min_seconds: float = 1.0) -> dict:
-    rss_before = _status_mb("VmRSS") or peak_rss_mb()
+def worker_command(ckpt: Path, eval_path: Path, threads: int, timing: Timing) -> list[str]:
+    return [sys.executable, "-m", "pipeline.eager", str(ckpt), "--eval", str(eval_path), "--threads", str(threads),
+            *timing.args()]
+
+
+def eager_worker(ckpt: Path, eval_path: Path, threads: int, timing: Timing, with_accuracy: bool) -> dict:
+    started = time.time()
+    rss_before = status_mb("VmRSS") or peak_rss_mb()
     import torch
 
     from pipeline.checkpoint import load_checkpoint
 
     torch.set_num_threads(threads)
+    sha = sha256_file(ckpt)
     x, y = load_eval(eval_path)
     start = time.perf_counter()
     model, _ = load_checkpoint(ckpt)
     init_ms = (time.perf_counter() - start) * 1e3
     sample = torch.from_numpy(x[:1])
     with torch.inference_mode():
-        first_ms, samples = time_runs(lambda: model(sample), warmup, min_runs, min_seconds)
-        pred = torch.cat([model(torch.from_numpy(x[i:i + 256])) for i in range(0, len(x), 256)]).argmax(1).numpy()
-    latency = summarize(samples)
-    peak = peak_rss_mb()  # last, as in the agent
-    return {"schema": "edgekd.result/1", "artifact": ckpt.name, "target": "local", "runtime": "torch",
-            "runtime_version": torch.__version__, "threads": threads, "device": device_fingerprint(),
-            "latency_ms": latency, "init_ms": init_ms, "first_ms": first_ms, "peak_rss_mb": peak,
-            "rss_increase_mb": peak - rss_before, "accuracy": float((pred == y).mean()), "n_eval": int(len(y)),
-            "samples_ms": subsample(samples)}
+        first_ms, samples = time_runs(lambda: model(sample), timing)
+        peak = peak_rss_mb()
+        record = {"artifact": ckpt.name, "sha256": sha, "runtime": "torch", "runtime_version": torch.__version__,
+                  "threads": threads, "init_ms": init_ms, "first_ms": first_ms, "peak_rss_mb": peak,
+                  "rss_increase_mb": peak - rss_before, "samples_ms": samples}
+        if with_accuracy:
+            pred = torch.cat([model(torch.from_numpy(x[i:i + 256])) for i in range(0, len(x), 256)]).argmax(1).numpy()
+            record.update(accuracy=float((pred == y).mean()), n_eval=int(len(y)))
+    return {**record, "started_at": started, "ended_at": time.time()}
 
 
 def main() -> int:
@@ -45,13 +53,20 @@ def main() -> int:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--eval", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--min-runs", type=int, default=200)
-    parser.add_argument("--min-seconds", type=float, default=1.0)
+    parser.add_argument("--warmup", type=int, default=Timing.warmup)
+    parser.add_argument("--min-runs", type=int, default=Timing.min_runs)
+    parser.add_argument("--min-seconds", type=float, default=Timing.min_seconds)
+    parser.add_argument("--accuracy", action="store_true")
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args()
-    result = measure_checkpoint(args.checkpoint, args.eval, args.threads, min_runs=args.min_runs,
-                                min_seconds=args.min_seconds)
-    args.output.write_text(json.dumps(result, indent=2))
+    timing = Timing(args.warmup, args.min_runs, args.min_seconds)
+    die_with_parent()
+    try:
+        result = eager_worker(args.checkpoint, args.eval, args.threads, timing, args.accuracy)
+    except (EdgekdError, AgentError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    args.output.write_text(json.dumps(result))
     return 0
 
 

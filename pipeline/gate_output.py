@@ -37,6 +37,11 @@ def table(verdicts: list[Verdict]) -> Table:
     return out
 
 
+def notes(verdicts: list[Verdict]) -> list[str]:
+    """One line per verdict that carries an explanation (why it is inconclusive and what would decide it)."""
+    return [f"{v.rule} {v.artifact} on {v.target}: {v.note}" for v in verdicts if v.note]
+
+
 def summary_line(verdicts: list[Verdict]) -> str:
     counts = {s: sum(v.status == s for v in verdicts) for s in ("pass", "fail", "inconclusive")}
     return f"{counts['pass']} passed, {counts['fail']} failed, {counts['inconclusive']} inconclusive"
@@ -53,7 +58,7 @@ def junit_xml(verdicts: list[Verdict]) -> str:
         if v.status == "fail":
             ET.SubElement(case, "failure", message=message, type=v.rule).text = message
         elif v.status == "inconclusive":
-            ET.SubElement(case, "skipped", message="inconclusive: " + message)
+            ET.SubElement(case, "skipped", message="inconclusive: " + message + (f"; {v.note}" if v.note else ""))
     root = ET.Element("testsuites", tests=suite.get("tests"), failures=suite.get("failures"), errors="0",
                       skipped=suite.get("skipped"))
     root.append(suite)

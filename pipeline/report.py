@@ -22,8 +22,9 @@ if TYPE_CHECKING:  # pipeline.stage imports torch; `edgekd report` does not need
 
 log = logging.getLogger(__name__)
 
-RESULT_KEYS = ("artifact", "target", "runtime", "runtime_version", "threads", "device", "latency_ms", "init_ms",
-               "first_ms", "peak_rss_mb", "rss_increase_mb", "accuracy", "n_eval", "samples_ms")
+RESULT_KEYS = ("artifact", "target", "sha256", "runtime", "runtime_version", "threads", "device", "latency_ms", "init_ms",
+               "first_ms", "peak_rss_mb", "rss_increase_mb", "accuracy", "accuracy_on", "n_eval", "started_at",
+               "ended_at", "samples_ms")
 
 
 def _read_results(path: Path) -> list[dict]:
@@ -42,11 +43,42 @@ def _read_results(path: Path) -> list[dict]:
     return results
 
 
+def _run_files(run_dir: Path) -> dict[str, str]:
+    """sha256 of every file a result may name: the exported files and the checkpoints, as recorded."""
+    artifacts = Manifest.load(run_dir / "manifest.json").data["artifacts"]
+    return {rel: a["sha256"] for rel, a in artifacts.items() if rel.startswith("export/") or rel.endswith(".pt")}
+
+
+def _check_provenance(path: Path, results: list[dict], files: dict[str, str]) -> None:
+    """Refuse results measured on a file that is not this run's (another model, an older export)."""
+    problems = []
+    for r in results:
+        name, sha = r["artifact"], r.get("sha256")
+        if name not in files:
+            problems.append(f"{name}: not a file of this run (its files: {', '.join(sorted(files))})")
+        elif not sha:
+            problems.append(f"{name}: the result carries no sha256 of the file it measured (an older agent); "
+                            "re-measure with this run's bench/agent.py (edgekd pack bundles it)")
+        elif sha != files[name]:
+            problems.append(f"{name}: measured a file with sha256 {sha[:16]}..., but this run's {name} has "
+                            f"sha256 {files[name][:16]}...; measure this run's file (edgekd pack RUN_DIR -o B.zip)")
+    if problems:
+        raise DataError(f"{path}: {len(problems)} result(s) are not of this run:\n" +
+                        "\n".join(f"  - {p}" for p in problems))
+
+
 def merge_added(run_dir: Path, added: list[Path]) -> None:
-    """Fold results measured elsewhere into bench/<target>.json (a re-measured artifact replaces the old row)."""
-    for path in added:
+    """Fold results measured elsewhere into bench/<target>.json (a re-measured artifact replaces the old row).
+
+    Every result must name a file of this run and carry that file's sha256; nothing is written otherwise.
+    """
+    files = _run_files(run_dir)
+    checked = [(path, _read_results(path)) for path in added]
+    for path, results in checked:
+        _check_provenance(path, results, files)
+    for path, results in checked:
         by_target: dict[str, list[dict]] = {}
-        for r in _read_results(path):
+        for r in results:
             by_target.setdefault(r["target"], []).append(r)
         for target, rows in by_target.items():
             dest = run_dir / "bench" / f"{target}.json"
@@ -132,7 +164,7 @@ def markdown(report: dict) -> str:
     out += [f"| {m} | {v['arch']} | {v['params']:,} | {v['macs']:,} | {v['accuracy']:.2%} |" for m, v in models.items()]
     for target, lines in rows(report).items():
         out += ["", f"## Target `{target}`", "",
-                "| artifact | format | precision | size KiB | params | MACs | p50 ms (95% CI) | p95 ms | peak MB | "
+                "| artifact | format | precision | size KiB | params | MACs | p50 ms (95% CI across processes) | p95 ms | peak MB | "
                 "accuracy | Δ acc vs teacher | speed-up | size ratio |",
                 "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in lines:
@@ -141,12 +173,13 @@ def markdown(report: dict) -> str:
                        f"{r['p95']:.4f} | {r['peak_rss_mb']:.0f} | {r['accuracy']:.2%} | {100 * r['d_acc']:+.2f} pts | "
                        f"{_fmt_ratio(r['speedup'])} | {_fmt_ratio(r['size_ratio'])} |")
     out += ["", "## What each file is (read back from the file)", "",
-            "| file | kind | weights | activations | input | granularity | ops | float ops |", "|---|---|---|---|---|---|---:|---|"]
+            "| file | kind | weights | weight bits | activations | input | granularity | ops | ops computing in float |",
+            "|---|---|---|---:|---|---|---|---:|---|"]
     for a in report["artifacts"]:
         au = a["audit"]
-        out.append(f"| {a['file']} | {au['kind']} | {'/'.join(au['weight_dtypes'])} | {'/'.join(au['activation_dtypes'])} "
-                   f"| {au['input_dtype']} | {au['granularity'] or '-'} | {au['op_count']} | "
-                   f"{(', '.join(au.get('non_int8_ops', [])) or 'none') if au['kind'] == 'full-integer' else '-'} |")
+        out.append(f"| {a['file']} | {au['kind']} | {'/'.join(au['weight_dtypes'])} | {au.get('weight_bits') or '-'} | "
+                   f"{'/'.join(au['activation_dtypes'])} | {au['input_dtype']} | {au['granularity'] or '-'} | "
+                   f"{au['op_count']} | {', '.join(au.get('float_ops', [])) or 'none'} |")
     return "\n".join(out) + "\n"
 
 

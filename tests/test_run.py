@@ -16,10 +16,12 @@ from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.fileio import atomic_path, sha256_file
 from pipeline.run import run_pipeline
+from tests.helpers import SEED, binomial_floor
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "configs" / "digits.toml"
-FAST = ["teacher.train.epochs=3", "student.train.epochs=3", "distill.transfer_copies=1", "run.device=cpu"]
+FAST = ["teacher.train.epochs=3", "student.train.epochs=3", "distill.transfer_copies=1", "run.device=cpu",
+        f"run.seed={SEED}"]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +61,7 @@ def test_checkpoint_reproduces_recorded_accuracy(fast_run, name):
     with torch.no_grad():
         acc = (model(x).argmax(1) == y).float().mean().item()
     assert acc == pytest.approx(summary.metrics[name]["accuracy"], abs=1e-9)
-    assert acc > 0.5  # three epochs on digits already learn something
+    assert acc > 0.5  # three epochs on digits reach 0.80-0.97 over seeds 0-4 and CPU paths; 0.5 is far below
 
 
 def test_rerun_skips_fresh_stages_and_changes_nothing(fast_run):
@@ -140,14 +142,19 @@ def test_kill_during_run_then_resume(tmp_path):
     assert not list(run_dir.glob(".*.tmp")), "stale temporary files are cleaned on resume"
 
 
-def test_distilled_student_beats_baseline_on_digits(tmp_path):
-    """The shipped quick config, fixed seed: the soft targets must help the small student."""
-    summary = run_pipeline(load_config(DIGITS, ["run.device=cpu"]), tmp_path / "r", until="student")
+def test_the_quick_config_trains_to_its_floors(tmp_path):
+    """The shipped quick config end to end through the student. Whether distillation helps on digits is
+    a claim over seeds, measured by `python benchmarks/distill_seeds.py configs/digits.toml`, not here."""
+    cfg = load_config(DIGITS, ["run.device=cpu", f"run.seed={SEED}"])
+    summary = run_pipeline(cfg, tmp_path / "r", until="student")
     m = summary.metrics
-    assert m["teacher"]["accuracy"] >= 0.97
-    # measured: 95.54% -> 96.10% (2 of 359 images); over seeds 0-2 the mean gain is +0.37 points
-    assert m["student"]["accuracy"] > m["baseline"]["accuracy"], m
-    assert m["teacher"]["macs"] >= 10 * m["student"]["macs"]
+    with np.load(tmp_path / "r" / "data" / "eval.npz") as f:
+        n = len(f["y"])
+    # typical accuracies over seeds 0-4 with and without the other CPU kernel paths: teacher 0.98, students 0.96
+    assert m["teacher"]["accuracy"] >= binomial_floor(0.98, n), m["teacher"]
+    for name in ("baseline", "student"):
+        assert m[name]["accuracy"] >= binomial_floor(0.96, n), m[name]
+    assert m["teacher"]["macs"] >= 10 * m["student"]["macs"]  # architecture, not training: exact
 
 
 @pytest.mark.parametrize("x, needle", [

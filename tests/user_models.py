@@ -53,3 +53,27 @@ class WithCustomOp(nn.Module):
 
     def forward(self, x):
         return self.head(self.body(x))
+
+
+class QuantFragile(nn.Module):
+    """Its features pass through a tensor offset by 1000, computed from the input (so no converter can
+    fold it away): int8, with one scale per activation tensor, keeps steps of about 1000/255 there and
+    loses the features, so int8 accuracy collapses while fp32 is unaffected. Stands in for any model
+    that int8 really breaks."""
+
+    def __init__(self, num_classes: int, in_channels: int = 1, hidden: int = 32):
+        super().__init__()
+        self.fc1 = nn.LazyLinear(hidden)
+        self.loud = nn.LazyLinear(1)
+        self.fc2 = nn.Linear(hidden, num_classes)
+
+    def forward(self, x):
+        x = x.flatten(1)
+        if not hasattr(self, "_frozen"):  # the loud channel is a constant 1000, computed from the input
+            self.loud(x)
+            nn.init.zeros_(self.loud.weight)
+            nn.init.constant_(self.loud.bias, 1000.0)
+            self.loud.requires_grad_(False)
+            self._frozen = True
+        loud = self.loud(x)
+        return self.fc2((torch.relu(self.fc1(x)) + loud) - loud)

@@ -4,11 +4,12 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.run import run_pipeline
+from tests.helpers import SEED
 
 ROOT = Path(__file__).resolve().parents[2]
-FAST_BENCH = ["teacher.train.epochs=3", "student.train.epochs=3", "run.device=cpu", "export.models=['student']",
-              "export.formats=['onnx', 'tflite_int8']", "bench.min_runs=20", "bench.min_seconds=0.05",
-              "bench.warmup=2", "bench.eager=['student']"]
+FAST_BENCH = ["teacher.train.epochs=3", "student.train.epochs=3", "run.device=cpu", f"run.seed={SEED}",
+              "export.models=['student']", "export.formats=['onnx', 'tflite_int8']", "bench.processes=2",
+              "bench.min_runs=20", "bench.min_seconds=0.02", "bench.warmup=2", "bench.eager=['student']"]
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,6 @@
-"""The agent: statistics on known samples, int8 I/O, accuracy vs the runtime used directly, torch-free."""
+"""The agent: statistics on known samples, int8 I/O, accuracy vs the runtime used directly, torch-free,
+several processes per model, results that name their file."""
+import hashlib
 import json
 import subprocess
 import sys
@@ -7,31 +9,36 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.agent import dequantize, quantize, summarize
+from bench.agent import combine_latency, dequantize, median_interval, percentiles, quantize
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT = ROOT / "bench" / "agent.py"
 
 
 def test_percentiles_on_known_samples():
-    s = summarize(list(range(1, 101)))  # 1..100 ms
+    s = percentiles(list(range(1, 101)))  # 1..100 ms
     assert s["p50"] == pytest.approx(50.5) and s["p90"] == pytest.approx(90.1)
     assert s["p95"] == pytest.approx(95.05) and s["p99"] == pytest.approx(99.01)
     assert s["mean"] == pytest.approx(50.5) and s["min"] == 1 and s["max"] == 100 and s["n"] == 100
     assert s["std"] == pytest.approx(np.std(np.arange(1, 101), ddof=1))
 
 
-def test_bootstrap_ci_of_the_median():
-    assert summarize([2.0] * 50)["p50_ci95"] == [2.0, 2.0]
-    rng = np.random.default_rng(1)
-    samples = rng.normal(10.0, 1.0, 400)
-    lo, hi = summarize(samples)["p50_ci95"]
-    # the median of N(10, 1) from 400 samples has standard error ~ 1.2533 / sqrt(400) = 0.063
-    assert lo < np.median(samples) < hi
-    assert 0.15 < hi - lo < 0.35
-    covered = sum(lo_ <= 10.0 <= hi_ for lo_, hi_ in
-                  (summarize(rng.normal(10.0, 1.0, 200), resamples=300, seed=i)["p50_ci95"] for i in range(60)))
-    assert covered >= 51  # ~95 % coverage: at least 85 % of 60 intervals hold the true median
+def test_median_interval_from_order_statistics():
+    # 5 values: only the full range, covering 1 - 2/32 = 93.75 %
+    assert median_interval([5, 1, 4, 2, 3]) == (1.0, 5.0, pytest.approx(0.9375))
+    # 10 values: [2nd, 9th] covers 1 - 2 * 11/1024 = 97.85 %; [3rd, 8th] would cover only 89 %
+    assert median_interval(range(1, 11)) == (2.0, 9.0, pytest.approx(1 - 22 / 1024))
+    rng = np.random.default_rng(0)
+    covered = sum(lo <= 0.0 <= hi for lo, hi, _ in (median_interval(rng.normal(0, 1, 12)) for _ in range(400)))
+    assert covered >= 0.95 * 400 - 4 * np.sqrt(400 * 0.05 * 0.95)  # the stated coverage, within sampling noise
+
+
+def test_processes_count_equally_and_keep_their_medians():
+    fast, slow = [1.0] * 1000, [2.0] * 10  # a fast process times many more runs in the same seconds
+    lat = combine_latency([fast, slow])
+    assert lat["process_p50"] == [1.0, 2.0] and lat["processes"] == 2
+    assert lat["n"] == 20 and lat["p50"] == pytest.approx(1.5)  # 10 samples from each, not 1000 : 10
+    assert lat["p50_ci95"] == [1.0, 2.0]
 
 
 def test_int8_quantization_round_trip():
@@ -62,18 +69,21 @@ def test_agent_module_imports_without_torch(blocker):
     assert proc.returncode == 0, proc.stderr
 
 
-def _agent(args, blocker, extra_block=()):
+def _agent(args, blocker):
     env = {"PYTHONPATH": str(blocker), "PATH": "/usr/bin:/bin"}
     return subprocess.run([sys.executable, str(AGENT), *map(str, args)], capture_output=True, text=True, env=env)
+
+
+QUICK = ["--processes", 3, "--min-runs", 20, "--min-seconds", 0.02, "--warmup", 2]
 
 
 @pytest.mark.parametrize("name", ["student.int8.tflite", "student.onnx"])
 def test_agent_accuracy_equals_direct_runtime_evaluation(bench_run, blocker, tmp_path, name):
     run_dir = bench_run
     model, eval_path = run_dir / "export" / name, run_dir / "data" / "eval.npz"
-    proc = _agent([model, "--eval", eval_path, "--min-runs", 20, "--min-seconds", 0.05, "-o", tmp_path / "r.json"], blocker)
+    proc = _agent([model, "--eval", eval_path, *QUICK, "-o", tmp_path / "r.json"], blocker)
     assert proc.returncode == 0, proc.stderr
-    result = json.loads((tmp_path / "r.json").read_text())
+    (result,) = json.loads((tmp_path / "r.json").read_text())["results"]
     with np.load(eval_path) as f:
         x, y = f["x"], f["y"]
     if name.endswith(".onnx"):
@@ -93,16 +103,19 @@ def test_agent_accuracy_equals_direct_runtime_evaluation(bench_run, blocker, tmp
         logits = np.concatenate(logits)
     assert result["accuracy"] == pytest.approx(float((logits.argmax(1) == y).mean()), abs=1e-9)
     assert result["artifact"] == f"export/{name}" and result["n_eval"] == len(y) and result["threads"] == 1
+    assert result["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
     lat = result["latency_ms"]
-    assert lat["n"] >= 20 and 0 < lat["min"] <= lat["p50"] <= lat["p95"] <= lat["max"]
-    assert lat["p50_ci95"][0] <= lat["p50"] <= lat["p50_ci95"][1]
+    assert lat["processes"] == 3 and len(lat["process_p50"]) == 3
+    assert lat["n"] >= 3 * 20 and 0 < lat["min"] <= lat["p50"] <= lat["p95"] <= lat["max"]
+    assert lat["p50_ci95"] == [min(lat["process_p50"]), max(lat["process_p50"])]
     assert result["peak_rss_mb"] > 10 and result["rss_increase_mb"] >= 0
+    assert result["started_at"] < result["ended_at"]
 
 
 def test_agent_corrupt_model_exits_2_with_its_name(blocker, tmp_path, bench_run):
     broken = tmp_path / "broken.tflite"
     broken.write_bytes((bench_run / "export" / "student.int8.tflite").read_bytes()[:500])
-    proc = _agent([broken], blocker)
+    proc = _agent([broken, *QUICK], blocker)
     assert proc.returncode == 2 and "broken.tflite" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -110,7 +123,7 @@ def test_agent_missing_runtime_exits_3(tmp_path, bench_run):
     block = tmp_path / "noort"
     (block / "onnxruntime").mkdir(parents=True)
     (block / "onnxruntime" / "__init__.py").write_text("raise ImportError('not installed')\n")
-    proc = _agent([bench_run / "export" / "student.onnx"], block)
+    proc = _agent([bench_run / "export" / "student.onnx", *QUICK], block)
     assert proc.returncode == 3 and "pip install onnxruntime" in proc.stderr
 
 
@@ -130,12 +143,13 @@ def test_packed_bundle_runs_on_the_agent(bench_run, blocker, tmp_path):
     zipfile.ZipFile(bundle).extract("agent.py", device)
     out = tmp_path / "results.json"
     proc = subprocess.run([sys.executable, str(device / "agent.py"), str(bundle), "--target", "pi4",
-                           "--min-runs", "20", "--min-seconds", "0.05", "-o", str(out)], capture_output=True, text=True,
+                           *map(str, QUICK), "-o", str(out)], capture_output=True, text=True,
                           env={"PYTHONPATH": str(blocker), "PATH": "/usr/bin:/bin"}, cwd=device)
     assert proc.returncode == 0, proc.stderr
     results = json.loads(out.read_text())
     assert results["schema"] == "edgekd.bench/1" and results["target"] == "pi4"
     report = {r["artifact"]: r for r in json.loads((bench_run / "report.json").read_text())["results"]}
     assert sorted(r["artifact"] for r in results["results"]) == ["export/student.int8.tflite", "export/student.onnx"]
-    for r in results["results"]:  # same files, same eval set: the same accuracy as measured locally
+    for r in results["results"]:  # same files, same eval set: the same accuracy and hash as measured locally
         assert r["target"] == "pi4" and r["accuracy"] == report[r["artifact"]]["accuracy"]
+        assert r["sha256"] == report[r["artifact"]]["sha256"]

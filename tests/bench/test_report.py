@@ -28,7 +28,9 @@ def test_report_json_follows_the_schema_and_the_files(bench_run):
     assert set(rows) == {"export/student.onnx", "export/student.int8.tflite", "student.pt"}
     for r in rows.values():
         assert r["target"] == "local" and r["n_eval"] == 359 and 0 <= r["accuracy"] <= 1
-        assert set(r["latency_ms"]) >= {"p50", "p90", "p95", "p99", "mean", "std", "min", "max", "n", "p50_ci95"}
+        assert set(r["latency_ms"]) >= {"p50", "p90", "p95", "p99", "mean", "std", "min", "max", "n", "p50_ci95",
+                                        "process_p50"}
+        assert len(r["latency_ms"]["process_p50"]) == 2  # bench.processes of the fixture
     assert rows["student.pt"]["runtime"] == "torch"
     assert rows["export/student.int8.tflite"]["runtime"] in ("ai_edge_litert", "tflite_runtime")
 
@@ -37,7 +39,8 @@ def test_markdown_has_one_row_per_result_and_the_audit(bench_run):
     md = (bench_run / "report.md").read_text()
     assert "## Target `local`" in md
     assert md.count("| export/student.int8.tflite | tflite | int8 |") == 1
-    assert "| export/student.int8.tflite | full-integer | int8 | int8 | int8 | per-channel |" in md
+    assert "| export/student.int8.tflite | full-integer | int8 | 8 | int8 | int8 | per-channel |" in md
+    assert "| export/student.onnx | float | float32 | - | float32 | float32 | - |" in md
 
 
 def test_html_is_self_contained(bench_run):
@@ -56,8 +59,8 @@ def test_pareto_front():
 def test_add_merges_results_measured_elsewhere(bench_run, tmp_path):
     result = tmp_path / "pi.json"
     proc = subprocess.run([sys.executable, str(AGENT), str(bench_run / "export" / "student.int8.tflite"),
-                           "--eval", str(bench_run / "data" / "eval.npz"), "--target", "pi4", "--min-runs", "20",
-                           "--min-seconds", "0.05", "-o", str(result)], capture_output=True, text=True)
+                           "--eval", str(bench_run / "data" / "eval.npz"), "--target", "pi4", "--processes", "2",
+                           "--min-runs", "20", "--min-seconds", "0.02", "-o", str(result)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert main(["report", str(bench_run), "--add", str(result)]) == 0
     report = json.loads((bench_run / "report.json").read_text())
@@ -81,3 +84,21 @@ def test_bench_and_report_need_a_run_directory(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "not an edgekd run directory" in capsys.readouterr().err
     assert main(["bench", str(tmp_path), "--target", "pi4"]) == 2
+
+
+def test_add_refuses_a_result_measured_on_another_file(bench_run, tmp_path, capsys):
+    """A result names the sha256 of the file it measured; one that is not this run's file is refused."""
+    before = {p.name: p.read_bytes() for p in (bench_run / "bench").glob("*.json")}
+    onnx_sha = sha256_file(bench_run / "export" / "student.onnx")
+    tflite_sha = sha256_file(bench_run / "export" / "student.int8.tflite")
+    row = json.loads((bench_run / "bench" / "local.json").read_text())["results"][0]
+    cases = [({**row, "artifact": "export/student.int8.tflite", "sha256": onnx_sha}, [onnx_sha[:16], tflite_sha[:16]]),
+             ({**row, "artifact": "export/teacher.tflite"}, ["not a file of this run"]),
+             ({k: v for k, v in row.items() if k != "sha256"}, ["carries no sha256"])]
+    for i, (bad, needles) in enumerate(cases):
+        path = tmp_path / f"other{i}.json"
+        path.write_text(json.dumps({"schema": "edgekd.bench/1", "target": "pi9", "results": [{**bad, "target": "pi9"}]}))
+        assert main(["report", str(bench_run), "--add", str(path)]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert all(n in err for n in needles), err
+    assert {p.name: p.read_bytes() for p in (bench_run / "bench").glob("*.json")} == before, "nothing was merged"
