@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.config import load_config
-from pipeline.run import STAGES, run_pipeline
+from edgekd.pipeline.config import load_config
+from edgekd.pipeline.run import STAGES, run_pipeline
 
 
 def main() -> int:

@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pipeline.config import load_config
-from pipeline.data import prepare
-from pipeline.distill import kd_loss_from_log_probs, transfer_set
-from pipeline.stage import StageContext, new_model
-from pipeline.train import fit, predict
+from edgekd.pipeline.config import load_config
+from edgekd.pipeline.data import prepare
+from edgekd.pipeline.distill import kd_loss_from_log_probs, transfer_set
+from edgekd.pipeline.stage import StageContext, new_model
+from edgekd.pipeline.train import fit, predict
 
 
 def main() -> int:

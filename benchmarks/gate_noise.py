@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.agent import Job, Timing, run_jobs, worker_command
-from export.formats import ExportOptions, exporter
-from models import ModelSpec, build_model
-from pipeline.config import BenchConfig
-from pipeline.gate import Regression, check_regression
+from edgekd.bench.agent import Job, Timing, run_jobs, worker_command
+from edgekd.export.formats import ExportOptions, exporter
+from edgekd.models import ModelSpec, build_model
+from edgekd.pipeline.config import BenchConfig
+from edgekd.pipeline.gate import Regression, check_regression
 
 
 def remeasure(run_dir: Path, rounds: int, work: Path) -> Counter:
@@ -38,7 +38,7 @@ def remeasure(run_dir: Path, rounds: int, work: Path) -> Counter:
     reports = []
     for i in range(rounds):
         for cmd in ("bench", "report"):
-            subprocess.run([sys.executable, "-m", "pipeline.cli", "-q", cmd, str(copy)], check=True)
+            subprocess.run([sys.executable, "-m", "edgekd.pipeline.cli", "-q", cmd, str(copy)], check=True)
         reports.append(json.loads((copy / "report.json").read_text()))
         print(f"round {i + 1}: measured {len(reports[-1]['results'])} files", flush=True)
     statuses: Counter = Counter()

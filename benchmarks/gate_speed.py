@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
-from bench.agent import combine_latency
-from pipeline.gate import Budget, Regression, check, check_regression
+from edgekd.bench.agent import combine_latency
+from edgekd.pipeline.gate import Budget, Regression, check, check_regression
 
 
 def synthetic_report(n_results: int, rng: np.random.Generator) -> dict:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.runtimes import tflite_interpreter
+from edgekd.export.runtimes import tflite_interpreter
 
 _INT_ACTIVATIONS = ("int8", "uint8", "int16")
 _LOW_PRECISION_WEIGHTS = ("int8", "uint8", "int4", "float16")

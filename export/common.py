@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.errors import ExportError
+from edgekd.errors import ExportError
 
 
 @contextmanager

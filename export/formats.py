@@ -13,7 +13,7 @@ from typing import Callable, Literal
 
 import numpy as np
 
-from export.parity import Parity
+from edgekd.export.parity import Parity
 
 
 @dataclass(frozen=True)
@@ -51,11 +51,11 @@ class Format:
 
 
 FORMATS: dict[str, Format] = {
-    "onnx": Format(".onnx", "onnx", "fp32", "export.onnx_format:export_onnx"),
-    "onnx_int8": Format(".int8.onnx", "onnx", "int8", "export.onnx_format:export_onnx_int8"),
-    "tflite": Format(".tflite", "tflite", "fp32", "export.tflite_format:export_tflite"),
-    "tflite_fp16": Format(".fp16.tflite", "tflite", "fp16", "export.tflite_format:export_tflite_fp16"),
-    "tflite_int8": Format(".int8.tflite", "tflite", "int8", "export.tflite_format:export_tflite_int8"),
+    "onnx": Format(".onnx", "onnx", "fp32", "edgekd.export.onnx_format:export_onnx"),
+    "onnx_int8": Format(".int8.onnx", "onnx", "int8", "edgekd.export.onnx_format:export_onnx_int8"),
+    "tflite": Format(".tflite", "tflite", "fp32", "edgekd.export.tflite_format:export_tflite"),
+    "tflite_fp16": Format(".fp16.tflite", "tflite", "fp16", "edgekd.export.tflite_format:export_tflite_fp16"),
+    "tflite_int8": Format(".int8.tflite", "tflite", "int8", "edgekd.export.tflite_format:export_tflite_int8"),
 }
 
 

@@ -10,12 +10,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.audit import audit_onnx
-from export.common import explain_failure, fold_batchnorm, quiet_converter, reference_logits, temp_file
-from export.errors import ExportError, RuntimeMissing
-from export.formats import ExportOptions, ExportResult
-from export.parity import check, compare
-from export.runtimes import run_onnx
+from edgekd.export.audit import audit_onnx
+from edgekd.export.common import explain_failure, fold_batchnorm, quiet_converter, reference_logits, temp_file
+from edgekd.errors import ExportError, MissingDependency
+from edgekd.export.formats import ExportOptions, ExportResult
+from edgekd.export.parity import check, compare
+from edgekd.export.runtimes import run_onnx
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def _write_fp32(model: nn.Module, sample: torch.Tensor, path: Path, opset: int) 
     try:
         import onnxscript  # noqa: F401  (the dynamo exporter needs it; fail with a clear message)
     except ImportError:
-        raise RuntimeMissing("the ONNX exporter needs onnxscript; pip install onnx onnxscript onnxruntime") from None
+        raise MissingDependency("the ONNX exporter needs onnxscript; pip install onnx onnxscript onnxruntime") from None
     # it warns once per torchvision op it cannot register; torchvision is optional for edgekd
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     batch = torch.export.Dim("batch", min=1, max=4096)

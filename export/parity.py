@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from export.errors import ParityError
+from edgekd.errors import ParityError
 
 # (minimum top-1 agreement, maximum |Δlogit| or None) an artifact must meet, by precision.
 # int8 has no fixed logit tolerance: its accuracy drop is judged by the export stage instead.

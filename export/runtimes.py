@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.agent import AgentError, ONNXRunner, TFLiteRunner
-from export.errors import ExportError, RuntimeMissing
+from edgekd.bench.agent import AgentError, ONNXRunner, TFLiteRunner
+from edgekd.errors import ExportError, MissingDependency
 
 
 def _open(runner: type, path: Path):
@@ -19,7 +19,7 @@ def _open(runner: type, path: Path):
         return runner(path, 1)
     except AgentError as exc:
         if exc.exit_code == 3:
-            raise RuntimeMissing(str(exc)) from None
+            raise MissingDependency(str(exc)) from None
         raise ExportError(f"{exc}; re-export it (edgekd run CONFIG --force export)") from None
 
 
@@ -43,7 +43,7 @@ def tflite_interpreter(path: Path):
     try:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
     except ImportError:
-        raise RuntimeMissing("the LiteRT runtime is not installed; pip install ai-edge-litert") from None
+        raise MissingDependency("the LiteRT runtime is not installed; pip install ai-edge-litert") from None
     try:
         interp = Interpreter(model_path=str(path),
                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)

@@ -14,12 +14,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.audit import audit_tflite
-from export.common import explain_failure, fold_batchnorm, quiet_converter, reference_logits, temp_file
-from export.errors import ExportError, RuntimeMissing
-from export.formats import ExportOptions, ExportResult
-from export.parity import check, compare
-from export.runtimes import run_tflite
+from edgekd.export.audit import audit_tflite
+from edgekd.export.common import explain_failure, fold_batchnorm, quiet_converter, reference_logits, temp_file
+from edgekd.errors import ExportError, MissingDependency
+from edgekd.export.formats import ExportOptions, ExportResult
+from edgekd.export.parity import check, compare
+from edgekd.export.runtimes import run_tflite
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def _litert():
         with quiet_converter():
             import litert_torch
     except ImportError:
-        raise RuntimeMissing("TFLite export needs litert-torch; pip install litert-torch") from None
+        raise MissingDependency("TFLite export needs litert-torch; pip install litert-torch") from None
     return litert_torch
 
 

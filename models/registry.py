@@ -13,9 +13,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from models.cnn import cnn
-from models.dsconv import dsconv
-from models.mlp import mlp
+from edgekd.models.cnn import cnn
+from edgekd.errors import ModelError
+from edgekd.models.dsconv import dsconv
+from edgekd.models.mlp import mlp
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "mlp": mlp,
@@ -25,10 +26,6 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
 
 # Keyword arguments a user class may accept that we fill in from the data when the config omits them.
 _INJECTED = ("num_classes", "in_channels")
-
-
-class ModelError(ValueError):
-    """An architecture name or its keyword arguments cannot build a model; the message says why."""
 
 
 @dataclass(frozen=True)

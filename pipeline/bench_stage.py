@@ -11,20 +11,20 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import bench.agent
-from bench.agent import AgentError, Job, Timing, run_jobs, worker_command
-from pipeline import eager
-from pipeline.errors import DataError, MissingDependency
-from pipeline.fileio import write_json
-from pipeline.manifest import Manifest
+import edgekd.bench.agent
+from edgekd.bench.agent import AgentError, Job, Timing, run_jobs, worker_command
+from edgekd.pipeline import eager
+from edgekd.errors import DataError, MissingDependency
+from edgekd.pipeline.fileio import write_json
+from edgekd.pipeline.manifest import Manifest
 
 if TYPE_CHECKING:  # both import torch; `edgekd bench` and `edgekd pack` do not need it here
-    from pipeline.config import BenchConfig
-    from pipeline.stage import StageContext, StageResult
+    from edgekd.pipeline.config import BenchConfig
+    from edgekd.pipeline.stage import StageContext, StageResult
 
 log = logging.getLogger(__name__)
 
-AGENT = Path(bench.agent.__file__).resolve()
+AGENT = Path(edgekd.bench.agent.__file__).resolve()
 
 
 def exported_files(run_dir: Path) -> list[Path]:
@@ -59,7 +59,7 @@ def bench_local(run_dir: Path, cfg: BenchConfig, progress=print) -> Path:
 
 
 def bench_stage(ctx: StageContext) -> StageResult:
-    from pipeline.stage import StageResult
+    from edgekd.pipeline.stage import StageResult
 
     path = bench_local(ctx.run_dir, ctx.cfg.bench, progress=log.info)
     return StageResult([path], {"results": len(json.loads(path.read_text())["results"])})

@@ -7,10 +7,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models import ModelSpec, build_model
-from models.registry import ModelError
-from pipeline.errors import DataError
-from pipeline.fileio import write_bytes
+from edgekd.models import ModelSpec, build_model
+from edgekd.errors import ModelError
+from edgekd.errors import DataError
+from edgekd.pipeline.fileio import write_bytes
 
 
 def save_checkpoint(path: Path, model: nn.Module, spec: ModelSpec, metrics: dict) -> None:

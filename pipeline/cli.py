@@ -11,8 +11,8 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
-from export.errors import ExportError, ParityError, RuntimeMissing
-from pipeline.errors import EdgekdError
+from edgekd import __version__
+from edgekd.errors import EdgekdError
 
 console = Console(stderr=True)
 
@@ -61,9 +61,9 @@ def print_artifacts(artifacts: list[dict], out: Console) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.config import load_config
-    from pipeline.progress import RichProgress, SilentProgress
-    from pipeline.run import run_pipeline
+    from edgekd.pipeline.config import load_config
+    from edgekd.pipeline.progress import RichProgress, SilentProgress
+    from edgekd.pipeline.run import run_pipeline
 
     cfg = load_config(Path(args.config), args.set)
     out = Path(args.out) if args.out else Path("runs") / cfg.run.name
@@ -80,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_dir(text: str) -> Path:
-    from pipeline.errors import UsageError
+    from edgekd.errors import UsageError
 
     path = Path(text)
     if not (path / "manifest.json").is_file():
@@ -92,9 +92,9 @@ def _run_dir(text: str) -> Path:
 def cmd_bench(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from pipeline.bench_stage import bench_local
-    from pipeline.config import load_config
-    from pipeline.errors import UsageError
+    from edgekd.pipeline.bench_stage import bench_local
+    from edgekd.pipeline.config import load_config
+    from edgekd.errors import UsageError
 
     bad = [t for t in args.target if t != "local"]
     if bad:
@@ -110,7 +110,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pipeline.report import write_report
+    from edgekd.pipeline.report import write_report
 
     paths = write_report(_run_dir(args.run_dir), [Path(p) for p in args.add])
     Console().print("report: " + ", ".join(str(p) for p in paths[:3]))
@@ -118,7 +118,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    from pipeline.pack import pack
+    from edgekd.pipeline.pack import pack
 
     out = Path(args.output)
     names = pack(_run_dir(args.run_dir), out)
@@ -130,7 +130,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
 def _load_report(path: Path) -> dict:
     import json
 
-    from pipeline.gate import BudgetError
+    from edgekd.pipeline.gate import BudgetError
 
     try:
         report = json.loads(path.read_text())
@@ -142,9 +142,9 @@ def _load_report(path: Path) -> dict:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from pipeline.fileio import write_text
-    from pipeline.gate import check, check_regression, exit_code, load_budgets
-    from pipeline.gate_output import junit_xml, notes, summary_line, table, verdicts_json
+    from edgekd.pipeline.fileio import write_text
+    from edgekd.pipeline.gate import check, check_regression, exit_code, load_budgets
+    from edgekd.pipeline.gate_output import junit_xml, notes, summary_line, table, verdicts_json
 
     budgets, regression = load_budgets(Path(args.budgets))
     report = _load_report(Path(args.report))
@@ -166,14 +166,18 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    # accepted before or after the command; SUPPRESS keeps the subcommand from resetting a global value
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and debug logs")
-    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                        help="only warnings and the final table")
-    parser = argparse.ArgumentParser(prog="edgekd", parents=[common], description="Distil a PyTorch teacher "
-                                     "into a small, benchmarked, mobile-ready student.")
-    parser.set_defaults(debug=False, quiet=False)
+    def flags(suffix: str) -> argparse.ArgumentParser:
+        # accepted before and after the command name; separate dests, because a subcommand's
+        # defaults overwrite whatever the main parser set
+        flags = argparse.ArgumentParser(add_help=False)
+        flags.add_argument("--debug", action="store_true", dest=f"debug{suffix}", help="show tracebacks and debug logs")
+        flags.add_argument("-q", "--quiet", action="store_true", dest=f"quiet{suffix}",
+                           help="only warnings and the final table")
+        return flags
+    common = flags("")
+    parser = argparse.ArgumentParser(prog="edgekd", parents=[flags("_before")], description="Distil a PyTorch "
+                                     "teacher into a small, benchmarked, mobile-ready student.")
+    parser.add_argument("--version", action="version", version=f"edgekd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", parents=[common], help="train teacher, baseline and distilled student (skips fresh stages)")
     run.add_argument("config", help="TOML config, e.g. configs/digits.toml")
@@ -209,20 +213,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # user models (`arch = "package.module:ClassName"`) import from the directory edgekd runs in, as with uvicorn
+    # user models (`arch = "package.module:ClassName"`) import from the directory edgekd runs in, as with
+    # uvicorn; last on the path, so a user's own `models` or `pipeline` package never shadows anything
     if "" not in sys.path and str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
+        sys.path.append(str(Path.cwd()))
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.debug, args.quiet = args.debug or args.debug_before, args.quiet or args.quiet_before
     level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
     # third-party converters log at INFO by the hundred; show theirs from WARNING, ours at `level`
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(message)s", datefmt="[%X]",
                         handlers=[RichHandler(console=console, show_path=False, show_level=args.debug)], force=True)
-    for ours in ("pipeline", "export", "models", "edgekd"):
-        logging.getLogger(ours).setLevel(level)
+    logging.getLogger("edgekd").setLevel(level)
     try:
         return args.func(args)
-    except (EdgekdError, ExportError, ParityError, RuntimeMissing) as exc:
+    except EdgekdError as exc:
         if args.debug:
             raise
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)

@@ -13,8 +13,8 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import tomli_w
 
-from models import check_arch
-from pipeline.errors import ConfigError
+from edgekd.models import check_arch
+from edgekd.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -192,7 +192,7 @@ def _apply_override(raw: dict[str, Any], path: list[str], value: Any, problems: 
 
 def validate(cfg: PipelineConfig) -> list[str]:
     """Every impossible value in an otherwise well-typed config."""
-    from pipeline.data import DATASETS  # data imports this module's types
+    from edgekd.pipeline.data import DATASETS  # data imports this module's types
 
     p: list[str] = []
     if cfg.data.dataset not in DATASETS:
@@ -239,7 +239,7 @@ def validate(cfg: PipelineConfig) -> list[str]:
 
 
 def _validate_export(e: ExportConfig) -> list[str]:
-    from export.formats import FORMATS
+    from edgekd.export.formats import FORMATS
 
     p = []
     roles = ("teacher", "baseline", "student")

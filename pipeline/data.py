@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from pipeline.errors import DataError
-from pipeline.fileio import write_npz
-from pipeline.idx import read_idx
+from edgekd.errors import DataError
+from edgekd.pipeline.fileio import write_npz
+from edgekd.pipeline.idx import read_idx
 
 if TYPE_CHECKING:
-    from pipeline.config import DataConfig
+    from edgekd.pipeline.config import DataConfig
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pipeline.checkpoint import load_checkpoint
-from pipeline.stage import StageContext, StageResult, train_and_save
-from pipeline.train import jitter, predict
+from edgekd.pipeline.checkpoint import load_checkpoint
+from edgekd.pipeline.stage import StageContext, StageResult, train_and_save
+from edgekd.pipeline.train import jitter, predict
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """PyTorch eager reference: one worker process of the agent's protocol, for a checkpoint.
 
-    python -m pipeline.eager RUN_DIR/student.pt --eval RUN_DIR/data/eval.npz [--threads N] [--accuracy] -o OUT.json
+    python -m edgekd.pipeline.eager RUN_DIR/student.pt --eval RUN_DIR/data/eval.npz [--threads N] [--accuracy] -o OUT.json
 
 It reuses the agent's timing loop and memory readings, and the agent's scheduler runs it K times
 beside the exported files, so the eager rows compare like for like.
@@ -13,12 +13,12 @@ import sys
 import time
 from pathlib import Path
 
-from bench.agent import AgentError, Timing, die_with_parent, load_eval, peak_rss_mb, sha256_file, status_mb, time_runs
-from pipeline.errors import EdgekdError
+from edgekd.bench.agent import AgentError, Timing, die_with_parent, load_eval, peak_rss_mb, sha256_file, status_mb, time_runs
+from edgekd.errors import EdgekdError
 
 
 def worker_command(ckpt: Path, eval_path: Path, threads: int, timing: Timing) -> list[str]:
-    return [sys.executable, "-m", "pipeline.eager", str(ckpt), "--eval", str(eval_path), "--threads", str(threads),
+    return [sys.executable, "-m", "edgekd.pipeline.eager", str(ckpt), "--eval", str(eval_path), "--threads", str(threads),
             *timing.args()]
 
 
@@ -27,7 +27,7 @@ def eager_worker(ckpt: Path, eval_path: Path, threads: int, timing: Timing, with
     rss_before = status_mb("VmRSS") or peak_rss_mb()
     import torch
 
-    from pipeline.checkpoint import load_checkpoint
+    from edgekd.pipeline.checkpoint import load_checkpoint
 
     torch.set_num_threads(threads)
     sha = sha256_file(ckpt)

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.audit import io_signature
-from export.formats import FORMATS, ExportOptions, exporter
-from export.parity import Int8Check, int8_drop_check
-from pipeline.checkpoint import load_checkpoint
-from pipeline.errors import CheckFailed
-from pipeline.fileio import sha256_file, write_json
-from pipeline.stage import StageContext, StageResult
+from edgekd.export.audit import io_signature
+from edgekd.export.formats import FORMATS, ExportOptions, exporter
+from edgekd.export.parity import Int8Check, int8_drop_check
+from edgekd.pipeline.checkpoint import load_checkpoint
+from edgekd.errors import CheckFailed
+from edgekd.pipeline.fileio import sha256_file, write_json
+from edgekd.pipeline.stage import StageContext, StageResult
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
 
-from pipeline.errors import EdgekdError
+from edgekd.errors import EdgekdError
 
 Status = Literal["pass", "fail", "inconclusive"]
 

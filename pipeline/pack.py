@@ -7,8 +7,8 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from pipeline.bench_stage import AGENT, exported_files
-from pipeline.fileio import atomic_path
+from edgekd.pipeline.bench_stage import AGENT, exported_files
+from edgekd.pipeline.fileio import atomic_path
 
 
 def pack(run_dir: Path, out: Path) -> list[str]:

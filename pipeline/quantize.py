@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.fileio import write_npz
-from pipeline.stage import StageContext, StageResult
+from edgekd.pipeline.fileio import write_npz
+from edgekd.pipeline.stage import StageContext, StageResult
 
 
 def stratified_sample(y: np.ndarray, n: int, seed: int) -> np.ndarray:

@@ -12,13 +12,13 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pipeline
-from pipeline.errors import DataError
-from pipeline.fileio import sha256_file, write_json, write_text
-from pipeline.manifest import Manifest
+from edgekd import __version__
+from edgekd.errors import DataError
+from edgekd.pipeline.fileio import sha256_file, write_json, write_text
+from edgekd.pipeline.manifest import Manifest
 
 if TYPE_CHECKING:  # pipeline.stage imports torch; `edgekd report` does not need it
-    from pipeline.stage import StageContext, StageResult
+    from edgekd.pipeline.stage import StageContext, StageResult
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def build_report(run_dir: Path) -> dict:
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     return {"schema": "edgekd.report/1",
             "run": {"name": manifest.data.get("run"), "created": created, "config_hash": manifest.data.get("config_hash"),
-                    "edgekd_version": pipeline.__version__},
+                    "edgekd_version": __version__},
             "dataset": {"name": data["name"], "num_classes": data["num_classes"], "input_shape": data["input_shape"],
                         "n_train": data["n_train"], "n_test": data["n_test"]},
             "models": models, "artifacts": artifacts, "results": results}
@@ -185,7 +185,7 @@ def markdown(report: dict) -> str:
 
 def write_report(run_dir: Path, added: list[Path] = ()) -> list[Path]:
     """Merge `added`, then write report.json, report.md, report.html (+ plots/)."""
-    from pipeline.report_html import html_report
+    from edgekd.pipeline.report_html import html_report
 
     merge_added(run_dir, list(added))
     report = build_report(run_dir)
@@ -198,6 +198,6 @@ def write_report(run_dir: Path, added: list[Path] = ()) -> list[Path]:
 
 
 def report_stage(ctx: StageContext) -> StageResult:
-    from pipeline.stage import StageResult
+    from edgekd.pipeline.stage import StageResult
 
     return StageResult(write_report(ctx.run_dir))

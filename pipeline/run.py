@@ -17,21 +17,21 @@ from typing import Callable
 
 import torch
 
-import pipeline
-from pipeline.bench_stage import bench_stage
-from pipeline.config import PipelineConfig
-from pipeline.data import prepare, write_eval
-from pipeline.distill import train_student
-from pipeline.errors import UsageError
-from pipeline.export_stage import export_models
-from pipeline.fileio import sha256_file, sha256_json, write_json, write_text
-from pipeline.manifest import Manifest
-from pipeline.progress import SilentProgress, TrainProgress
-from pipeline.quantize import select_calibration
-from pipeline.report import report_stage
-from pipeline.stage import StageContext, StageResult
-from pipeline.teacher import train_baseline, train_teacher
-from pipeline.train import pick_device
+from edgekd import __version__
+from edgekd.pipeline.bench_stage import bench_stage
+from edgekd.pipeline.config import PipelineConfig
+from edgekd.pipeline.data import prepare, write_eval
+from edgekd.pipeline.distill import train_student
+from edgekd.errors import UsageError
+from edgekd.pipeline.export_stage import export_models
+from edgekd.pipeline.fileio import sha256_file, sha256_json, write_json, write_text
+from edgekd.pipeline.manifest import Manifest
+from edgekd.pipeline.progress import SilentProgress, TrainProgress
+from edgekd.pipeline.quantize import select_calibration
+from edgekd.pipeline.report import report_stage
+from edgekd.pipeline.stage import StageContext, StageResult
+from edgekd.pipeline.teacher import train_baseline, train_teacher
+from edgekd.pipeline.train import pick_device
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def run_pipeline(cfg: PipelineConfig, run_dir: Path, until: str | None = None, f
     if manifest.data.get("data", {}).get("fingerprint") != data_hash or not eval_path.exists():
         write_eval(data, eval_path)
     manifest.data.update({
-        "run": cfg.run.name, "edgekd_version": pipeline.__version__, "config_hash": sha256_json(dataclasses.asdict(cfg)),
+        "run": cfg.run.name, "edgekd_version": __version__, "config_hash": sha256_json(dataclasses.asdict(cfg)),
         "environment": {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.machine(),
                         "device": str(device), "threads": torch.get_num_threads()},
         "data": {**data.summary(), "fingerprint": data_hash},

@@ -11,12 +11,12 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from models import ModelSpec, build_model, count_macs, count_params
-from pipeline.checkpoint import save_checkpoint
-from pipeline.config import ModelConfig, PipelineConfig
-from pipeline.data import Dataset
-from pipeline.progress import SilentProgress, TrainProgress
-from pipeline.train import FitResult, LossFn, accuracy, fit
+from edgekd.models import ModelSpec, build_model, count_macs, count_params
+from edgekd.pipeline.checkpoint import save_checkpoint
+from edgekd.pipeline.config import ModelConfig, PipelineConfig
+from edgekd.pipeline.data import Dataset
+from edgekd.pipeline.progress import SilentProgress, TrainProgress
+from edgekd.pipeline.train import FitResult, LossFn, accuracy, fit
 
 log = logging.getLogger(__name__)
 

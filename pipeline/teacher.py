@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from pipeline.distill import transfer_set
-from pipeline.stage import StageContext, StageResult, train_and_save
+from edgekd.pipeline.distill import transfer_set
+from edgekd.pipeline.stage import StageContext, StageResult, train_and_save
 
 
 def train_teacher(ctx: StageContext) -> StageResult:

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.config import TrainConfig
-from pipeline.errors import MissingDependency
-from pipeline.progress import SilentProgress, TrainProgress
+from edgekd.pipeline.config import TrainConfig
+from edgekd.errors import MissingDependency
+from edgekd.pipeline.progress import SilentProgress, TrainProgress
 
 log = logging.getLogger(__name__)
 

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
-from pipeline.config import PipelineConfig, load_config
-from pipeline.errors import ConfigError
+from edgekd.pipeline.cli import main
+from edgekd.pipeline.config import PipelineConfig, load_config
+from edgekd.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.toml"))

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.config import DataConfig
-from pipeline.data import prepare, write_eval
-from pipeline.errors import DataError
-from pipeline.idx import read_idx, write_idx
+from edgekd.pipeline.config import DataConfig
+from edgekd.pipeline.data import prepare, write_eval
+from edgekd.errors import DataError
+from edgekd.pipeline.idx import read_idx, write_idx
 
 
 @pytest.mark.parametrize("suffix", ["", ".gz"])

@@ -14,13 +14,13 @@ import pytest
 import torch
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from export.errors import ExportError
-from export.formats import FORMATS, ExportOptions, exporter
-from export.runtimes import run_onnx, run_tflite
-from pipeline.checkpoint import load_checkpoint
-from pipeline.config import load_config
-from pipeline.fileio import sha256_file
-from pipeline.run import run_pipeline
+from edgekd.errors import ExportError
+from edgekd.export.formats import FORMATS, ExportOptions, exporter
+from edgekd.export.runtimes import run_onnx, run_tflite
+from edgekd.pipeline.checkpoint import load_checkpoint
+from edgekd.pipeline.config import load_config
+from edgekd.pipeline.fileio import sha256_file
+from edgekd.pipeline.run import run_pipeline
 from tests.helpers import SEED
 from tests.user_models import WithCustomOp
 
@@ -174,7 +174,7 @@ EXPECTED_AUDIT = {
 @pytest.fixture(scope="module")
 def mlp_files(tmp_path_factory):
     """A third architecture, exported directly: an MLP (no convolution, no BatchNorm)."""
-    from models import ModelSpec, build_model
+    from edgekd.models import ModelSpec, build_model
 
     torch.manual_seed(SEED)
     model = build_model(ModelSpec("mlp", (1, 8, 8), 10, {"hidden": [32, 16]}))

@@ -7,11 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.agent import combine_latency
-from pipeline.cli import main
-from pipeline.gate import (Budget, BudgetError, Regression, _mann_whitney_counts, check, check_regression, exit_code,
+from edgekd.bench.agent import combine_latency
+from edgekd.pipeline.cli import main
+from edgekd.pipeline.gate import (Budget, BudgetError, Regression, _mann_whitney_counts, check, check_regression, exit_code,
                            load_budgets, shift_interval)
-from pipeline.gate_output import junit_xml
+from edgekd.pipeline.gate_output import junit_xml
 
 
 def _result(artifact, target="pi4", p50=2.0, p95=3.0, p99=4.0, rss=40.0, acc=0.95, n=1000, ci=None):

@@ -11,9 +11,9 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from export.formats import ExportOptions, exporter
-from export.parity import Parity, int8_drop_check
-from pipeline.cli import main
+from edgekd.export.formats import ExportOptions, exporter
+from edgekd.export.parity import Parity, int8_drop_check
+from edgekd.pipeline.cli import main
 from tests.helpers import SEED
 
 ROOT = Path(__file__).resolve().parents[1]

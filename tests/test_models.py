@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from models import ModelSpec, build_model, check_arch, count_macs, count_params
-from models.registry import ModelError
+from edgekd.models import ModelSpec, build_model, check_arch, count_macs, count_params
+from edgekd.errors import ModelError
 
 
 def test_mlp_params_and_macs_by_hand():

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.checkpoint import load_checkpoint
-from pipeline.cli import main
-from pipeline.config import load_config
-from pipeline.fileio import atomic_path, sha256_file
-from pipeline.run import run_pipeline
+from edgekd.pipeline.checkpoint import load_checkpoint
+from edgekd.pipeline.cli import main
+from edgekd.pipeline.config import load_config
+from edgekd.pipeline.fileio import atomic_path, sha256_file
+from edgekd.pipeline.run import run_pipeline
 from tests.helpers import SEED, binomial_floor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,7 +115,7 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
 
 def test_kill_during_run_then_resume(tmp_path):
     run_dir = tmp_path / "r"
-    cmd = [sys.executable, "-m", "pipeline.cli", "-q", "run", str(DIGITS), "--out", str(run_dir), "--until", "student",
+    cmd = [sys.executable, "-m", "edgekd.pipeline.cli", "-q", "run", str(DIGITS), "--out", str(run_dir), "--until", "student",
            "--set", "teacher.train.epochs=3", "--set", "student.train.epochs=200", "--set", "run.device=cpu"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120

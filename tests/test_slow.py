@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_config
-from pipeline.run import run_pipeline
+from edgekd.pipeline.config import load_config
+from edgekd.pipeline.run import run_pipeline
 from tests.helpers import SEED, binomial_floor
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_config
-from pipeline.run import run_pipeline
+from edgekd.pipeline.config import load_config
+from edgekd.pipeline.run import run_pipeline
 from tests.helpers import SEED
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from pipeline.cli import main
-from pipeline.fileio import sha256_file
-from pipeline.report_html import pareto
+from edgekd.pipeline.cli import main
+from edgekd.pipeline.fileio import sha256_file
+from edgekd.pipeline.report_html import pareto
 
 from tests.bench.test_agent import AGENT
 
