@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from edgekd.bench.agent import Job, Timing, run_jobs, worker_command
-from edgekd.export.formats import ExportOptions, exporter
+from edgekd.export.formats import ExportOptions
+from edgekd.export.driver import export_model
 from edgekd.models import ModelSpec, build_model
 from edgekd.pipeline.config import BenchConfig
 from edgekd.pipeline.gate import Regression, check_regression
@@ -59,7 +60,7 @@ def slowdown(trials: int, work: Path) -> tuple[float, Counter]:
     for name, hidden in (("fast", [256, 256]), ("slow", [256, 256, 256, 192])):
         torch.manual_seed(0)
         model = build_model(ModelSpec("mlp", (1, 28, 28), 10, {"hidden": hidden}))
-        files[name] = exporter("tflite")(model, torch.zeros(1, 1, 28, 28), work / f"{name}.tflite", options).path
+        files[name] = export_model("tflite", model, torch.zeros(1, 1, 28, 28), work / f"{name}.tflite", options).path
     cfg = BenchConfig()
     timing = Timing(cfg.warmup, cfg.min_runs, cfg.min_seconds)
     statuses: Counter = Counter()

@@ -178,7 +178,9 @@ def audit_onnx(path: Path) -> dict:
 
 def io_signature(path: Path) -> dict:
     """Input and output tensors as the file declares them: name, shape, dtype, (scale, zero point)."""
-    if path.suffix == ".tflite":
+    from edgekd.export.formats import FORMATS, format_of
+
+    if FORMATS[format_of(path)].family == "tflite":
         interp = tflite_interpreter(path)
 
         def tensor(d: dict) -> dict:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -112,17 +111,3 @@ def explain_failure(model: nn.Module, sample: torch.Tensor, exc: Exception, fmt:
                                                                           "not supported"))), lines[0] if lines else "")
     return ExportError(f"cannot convert to {fmt}: {where}. Converter said: {detail[:300]}. Replace that layer with "
                        "standard torch.nn ops, or drop this format from export.formats")
-
-
-@contextmanager
-def temp_file(out_path: Path) -> Iterator[Path]:
-    """A temporary path beside `out_path` with the same suffix (converters look at it); removed on failure."""
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    # ".tmp" before the real suffix: converters insist on the suffix, and a resumed run removes ".*.tmp*"
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp" + out_path.suffix, dir=out_path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-    finally:
-        tmp_path.unlink(missing_ok=True)

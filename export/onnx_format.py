@@ -1,38 +1,17 @@
-"""ONNX: fp32 (one self-contained file, dynamic batch axis) and static int8 (QDQ, per-channel)."""
+"""ONNX conversions: fp32 (one self-contained file, dynamic batch axis) and static int8 (QDQ, per-channel)."""
 from __future__ import annotations
 
 import logging
-import os
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from edgekd.export.audit import audit_onnx
-from edgekd.export.common import explain_failure, fold_batchnorm, quiet_converter, reference_logits, temp_file
 from edgekd.errors import ExportError, MissingDependency
-from edgekd.export.formats import ExportOptions, ExportResult
-from edgekd.export.parity import check, compare
-from edgekd.export.runtimes import run_onnx
-
-log = logging.getLogger(__name__)
-
-
-def _finish(tmp: Path, out_path: Path, precision: str, ref: np.ndarray, options: ExportOptions, start: float) -> ExportResult:
-    import onnx
-
-    model = onnx.load(str(tmp))
-    for key, value in options.metadata.items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.save(model, str(tmp))
-    onnx.checker.check_model(str(tmp), full_check=True)
-    parity = compare(run_onnx(tmp, options.eval_x), ref, options.eval_y)
-    check(parity, precision, out_path.name)
-    audit = audit_onnx(tmp)
-    os.replace(tmp, out_path)
-    return ExportResult(out_path, "onnx", precision, parity, audit, time.perf_counter() - start)
+from edgekd.export.common import explain_failure, quiet_converter
+from edgekd.export.formats import ExportOptions
+from edgekd.fileio import atomic_path
 
 
 def _write_fp32(model: nn.Module, sample: torch.Tensor, path: Path, opset: int) -> None:
@@ -54,14 +33,21 @@ def _write_fp32(model: nn.Module, sample: torch.Tensor, path: Path, opset: int) 
         raise ExportError(f"{path}: the exporter wrote weights to a separate .data file; edgekd needs one file")
 
 
-def export_onnx(model: nn.Module, sample: torch.Tensor, out_path: Path, options: ExportOptions) -> ExportResult:
-    """fp32 ONNX with BatchNorm folded, checked with onnx.checker (full_check) and ONNX Runtime parity."""
-    start = time.perf_counter()
-    model = fold_batchnorm(model)
-    ref = reference_logits(model, options.eval_x)
-    with temp_file(out_path) as tmp:
-        _write_fp32(model, sample, tmp, options.opset)
-        return _finish(tmp, out_path, "fp32", ref, options, start)
+def _finalize(path: Path, options: ExportOptions) -> None:
+    """Embed the metadata and run the full ONNX checker."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for key, value in options.metadata.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def convert_onnx(model: nn.Module, sample: torch.Tensor, path: Path, options: ExportOptions) -> None:
+    """fp32 ONNX, checked with onnx.checker (full_check)."""
+    _write_fp32(model, sample, path, options.opset)
+    _finalize(path, options)
 
 
 class _CalibrationReader:
@@ -74,7 +60,7 @@ class _CalibrationReader:
         return next(self._batches, None)
 
 
-def export_onnx_int8(model: nn.Module, sample: torch.Tensor, out_path: Path, options: ExportOptions) -> ExportResult:
+def convert_onnx_int8(model: nn.Module, sample: torch.Tensor, path: Path, options: ExportOptions) -> None:
     """Static int8 ONNX: QDQ format, per-channel int8 weights, int8 activations calibrated on train samples.
 
     With `onnx_reduce_range` (the default) weights use 7 bits (|w| <= 64): onnxruntime's x86 kernels
@@ -87,18 +73,15 @@ def export_onnx_int8(model: nn.Module, sample: torch.Tensor, out_path: Path, opt
 
     if options.calibration_x is None or not len(options.calibration_x):
         raise ExportError("int8 ONNX needs calibration samples (export.calibration_samples > 0)")
-    start = time.perf_counter()
-    model = fold_batchnorm(model)
-    ref = reference_logits(model, options.eval_x)
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[options.onnx_calibration]
-    with (temp_file(out_path.with_name(out_path.name + ".fp32.onnx")) as fp32,
-          temp_file(out_path.with_name(out_path.name + ".prep.onnx")) as prepared, temp_file(out_path) as tmp):
+    with (atomic_path(path.with_name(path.name + ".fp32.onnx"), keep_suffix=True, commit=False) as fp32,
+          atomic_path(path.with_name(path.name + ".prep.onnx"), keep_suffix=True, commit=False) as prepared):
         _write_fp32(model, sample, fp32, options.opset)
         with quiet_converter():
             quant_pre_process(str(fp32), str(prepared))  # shape inference + graph cleanup, as ORT recommends
-            quantize_static(str(prepared), str(tmp), _CalibrationReader(options.calibration_x, "input"),
+            quantize_static(str(prepared), str(path), _CalibrationReader(options.calibration_x, "input"),
                             quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
                             weight_type=QuantType.QInt8, calibrate_method=method, reduce_range=options.onnx_reduce_range,
                             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-        return _finish(tmp, out_path, "int8", ref, options, start)
+    _finalize(path, options)

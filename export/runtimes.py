@@ -34,7 +34,7 @@ def run_tflite(path: Path, x: np.ndarray, layout: str) -> np.ndarray:
     return runner.predict(x).astype(np.float32)
 
 
-def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
+def run_onnx(path: Path, x: np.ndarray, layout: str = "nchw") -> np.ndarray:
     return _open(ONNXRunner, path).predict(x).astype(np.float32)
 
 

@@ -15,7 +15,7 @@ import edgekd.bench.agent
 from edgekd.bench.agent import AgentError, Job, Timing, run_jobs, worker_command
 from edgekd.pipeline import eager
 from edgekd.errors import DataError, MissingDependency
-from edgekd.pipeline.fileio import write_json
+from edgekd.fileio import write_json
 from edgekd.pipeline.manifest import Manifest
 
 if TYPE_CHECKING:  # both import torch; `edgekd bench` and `edgekd pack` do not need it here

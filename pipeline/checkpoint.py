@@ -10,7 +10,7 @@ from torch import nn
 from edgekd.models import ModelSpec, build_model
 from edgekd.errors import ModelError
 from edgekd.errors import DataError
-from edgekd.pipeline.fileio import write_bytes
+from edgekd.fileio import write_bytes
 
 
 def save_checkpoint(path: Path, model: nn.Module, spec: ModelSpec, metrics: dict) -> None:

@@ -142,7 +142,7 @@ def _load_report(path: Path) -> dict:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from edgekd.pipeline.fileio import write_text
+    from edgekd.fileio import write_text
     from edgekd.pipeline.gate import check, check_regression, exit_code, load_budgets
     from edgekd.pipeline.gate_output import junit_xml, notes, summary_line, table, verdicts_json
 

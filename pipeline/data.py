@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from edgekd.errors import DataError
-from edgekd.pipeline.fileio import write_npz
+from edgekd.fileio import write_npz
 from edgekd.pipeline.idx import read_idx
 
 if TYPE_CHECKING:

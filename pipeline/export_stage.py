@@ -14,11 +14,12 @@ import numpy as np
 import torch
 
 from edgekd.export.audit import io_signature
-from edgekd.export.formats import FORMATS, ExportOptions, exporter
+from edgekd.export.formats import FORMATS, ExportOptions
+from edgekd.export.driver import export_model
 from edgekd.export.parity import Int8Check, int8_drop_check
 from edgekd.pipeline.checkpoint import load_checkpoint
 from edgekd.errors import CheckFailed
-from edgekd.pipeline.fileio import sha256_file, write_json
+from edgekd.fileio import sha256_file, write_json
 from edgekd.pipeline.stage import StageContext, StageResult
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def export_models(ctx: StageContext) -> StageResult:
         sample = torch.zeros(1, *spec.in_shape)
         for fmt in e.formats:
             path = run_dir / "export" / f"{name}{FORMATS[fmt].suffix}"
-            result = exporter(fmt)(model, sample, path, options)
+            result = export_model(fmt, model, sample, path, options)
             p = result.parity
             log.info("export %s: %.1f KiB in %.1f s, accuracy %.2f%% (PyTorch %.2f%%), top-1 agreement %.2f%%, "
                      "max |Δ| %.1e, %s", path.name, path.stat().st_size / 1024, result.seconds, 100 * p.accuracy,

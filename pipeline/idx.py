@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.errors import DataError
-from edgekd.pipeline.fileio import write_bytes
+from edgekd.fileio import write_bytes
 
 # IDX type code -> big-endian numpy dtype
 _DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}

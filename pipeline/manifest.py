@@ -10,7 +10,7 @@ import json
 import logging
 from pathlib import Path
 
-from edgekd.pipeline.fileio import sha256_file, write_json
+from edgekd.fileio import sha256_file, write_json
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 
 from edgekd.pipeline.bench_stage import AGENT, exported_files
-from edgekd.pipeline.fileio import atomic_path
+from edgekd.fileio import atomic_path
 
 
 def pack(run_dir: Path, out: Path) -> list[str]:

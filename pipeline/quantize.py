@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekd.pipeline.fileio import write_npz
+from edgekd.fileio import write_npz
 from edgekd.pipeline.stage import StageContext, StageResult
 
 

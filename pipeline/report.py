@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from edgekd import __version__
 from edgekd.errors import DataError
-from edgekd.pipeline.fileio import sha256_file, write_json, write_text
+from edgekd.fileio import sha256_file, write_json, write_text
 from edgekd.pipeline.manifest import Manifest
 
 if TYPE_CHECKING:  # pipeline.stage imports torch; `edgekd report` does not need it

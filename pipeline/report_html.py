@@ -6,7 +6,7 @@ import html
 import io
 from pathlib import Path
 
-from edgekd.pipeline.fileio import write_bytes, write_text
+from edgekd.fileio import write_bytes, write_text
 
 
 def pareto(points: list[tuple[float, float]]) -> list[int]:

@@ -24,7 +24,7 @@ from edgekd.pipeline.data import prepare, write_eval
 from edgekd.pipeline.distill import train_student
 from edgekd.errors import UsageError
 from edgekd.pipeline.export_stage import export_models
-from edgekd.pipeline.fileio import sha256_file, sha256_json, write_json, write_text
+from edgekd.fileio import sha256_file, sha256_json, write_json, write_text
 from edgekd.pipeline.manifest import Manifest
 from edgekd.pipeline.progress import SilentProgress, TrainProgress
 from edgekd.pipeline.quantize import select_calibration

@@ -15,11 +15,12 @@ import torch
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from edgekd.errors import ExportError
-from edgekd.export.formats import FORMATS, ExportOptions, exporter
+from edgekd.export.formats import FORMATS, ExportOptions
+from edgekd.export.driver import export_model
 from edgekd.export.runtimes import run_onnx, run_tflite
 from edgekd.pipeline.checkpoint import load_checkpoint
 from edgekd.pipeline.config import load_config
-from edgekd.pipeline.fileio import sha256_file
+from edgekd.fileio import sha256_file
 from edgekd.pipeline.run import run_pipeline
 from tests.helpers import SEED
 from tests.user_models import WithCustomOp
@@ -131,7 +132,7 @@ def test_unconvertible_op_names_the_layer(tmp_path, fmt):
     model(torch.zeros(1, 1, 8, 8))  # materialise the lazy layer
     out = tmp_path / f"m{FORMATS[fmt].suffix}"
     with pytest.raises(ExportError) as err:
-        exporter(fmt)(model.eval(), torch.zeros(1, 1, 8, 8), out, _options())
+        export_model(fmt, model.eval(), torch.zeros(1, 1, 8, 8), out, _options())
     assert err.value.exit_code == 2
     assert "layer 'body.mystery'" in str(err.value) and "edgekd_test" in str(err.value)
     assert not list(tmp_path.iterdir()), "nothing is left behind"
@@ -181,7 +182,7 @@ def mlp_files(tmp_path_factory):
     rng = np.random.default_rng(SEED)
     x = rng.standard_normal((64, 1, 8, 8)).astype(np.float32)
     out = tmp_path_factory.mktemp("mlp")
-    return {fmt: exporter(fmt)(model, torch.zeros(1, 1, 8, 8), out / f"mlp{FORMATS[fmt].suffix}",
+    return {fmt: export_model(fmt, model, torch.zeros(1, 1, 8, 8), out / f"mlp{FORMATS[fmt].suffix}",
                                ExportOptions(x, rng.integers(0, 10, 64), calibration_x=x)).audit for fmt in FORMATS}
 
 

@@ -11,7 +11,8 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from edgekd.export.formats import ExportOptions, exporter
+from edgekd.export.formats import ExportOptions
+from edgekd.export.driver import export_model
 from edgekd.export.parity import Parity, int8_drop_check
 from edgekd.pipeline.cli import main
 from tests.helpers import SEED
@@ -59,7 +60,7 @@ def saturation_files(tmp_path_factory):
     results = {}
     for reduce_range in (True, False):
         path = out / f"m{'7' if reduce_range else '8'}.int8.onnx"
-        results[reduce_range] = exporter("onnx_int8")(_saturating_model(), torch.zeros(1, 1, 8, 8), path,
+        results[reduce_range] = export_model("onnx_int8", _saturating_model(), torch.zeros(1, 1, 8, 8), path,
                                                        ExportOptions(x, y, x, onnx_reduce_range=reduce_range))
     np.savez(out / "eval.npz", x=x, y=y)
     return out, results

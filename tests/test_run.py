@@ -14,7 +14,7 @@ import torch
 from edgekd.pipeline.checkpoint import load_checkpoint
 from edgekd.pipeline.cli import main
 from edgekd.pipeline.config import load_config
-from edgekd.pipeline.fileio import atomic_path, sha256_file
+from edgekd.fileio import atomic_path, sha256_file
 from edgekd.pipeline.run import run_pipeline
 from tests.helpers import SEED, binomial_floor
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from edgekd.pipeline.cli import main
-from edgekd.pipeline.fileio import sha256_file
+from edgekd.fileio import sha256_file
 from edgekd.pipeline.report_html import pareto
 
 from tests.bench.test_agent import AGENT

@@ -1,4 +1,5 @@
-"""Atomic writes and hashing: a killed run never leaves a truncated file under its final name."""
+"""Atomic writes and hashing, shared by every layer: a killed run never leaves a truncated file under
+its final name. Everything is written to a temporary name beside the target, then renamed."""
 from __future__ import annotations
 
 import hashlib
@@ -12,19 +13,28 @@ from typing import Any, Iterator
 
 import numpy as np
 
+STALE_GLOB = ".*.tmp*"  # what atomic_path leaves behind only when the process is killed
+
 
 @contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+def atomic_path(path: Path, *, keep_suffix: bool = False, commit: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; when the block succeeds rename it onto `path`, else remove it.
+
+    Args:
+        keep_suffix: end the temporary name with `path`'s suffix (converters insist on ".onnx", ".tflite").
+        commit: False for scratch files that must never reach `path` (removed either way).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + (path.suffix if keep_suffix else ""),
+                               dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, path)
+        if commit:
+            with open(tmp_path, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
 
