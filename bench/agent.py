@@ -388,13 +388,16 @@ def worker_command(model: Path, eval_path: Path | None, threads: int, timing: Ti
     return cmd + (["--eval", str(eval_path)] if eval_path else [])
 
 
+def model_job(model: Path, eval_path: Path | None, threads: int, timing: Timing) -> Job:
+    """The job for one model file, named as its sidecar names it (export/student.onnx) or by its file name."""
+    sidecar = model.with_name(model.name + ".json")
+    artifact = json.loads(sidecar.read_text()).get("file", model.name) if sidecar.is_file() else model.name
+    return Job(artifact, worker_command(model, eval_path, threads, timing))
+
+
 def measure_files(models: list[Path], eval_path: Path | None, threads: int, processes: int, timing: Timing,
                   target: str, progress=None) -> dict:
-    jobs = []
-    for model in models:
-        sidecar = model.with_name(model.name + ".json")
-        artifact = json.loads(sidecar.read_text()).get("file", model.name) if sidecar.is_file() else model.name
-        jobs.append(Job(artifact, worker_command(model, eval_path, threads, timing)))
+    jobs = [model_job(model, eval_path, threads, timing) for model in models]
     return {"schema": BENCH_SCHEMA, "target": target, "results": run_jobs(jobs, processes, target, progress)}
 
 

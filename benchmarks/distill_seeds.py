@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from edgekd.pipeline.config import load_config
-from edgekd.pipeline.run import STAGES, run_pipeline
+from edgekd.pipeline.run import run_pipeline
+from edgekd.pipeline.stages import STAGE_NAMES
 
 
 def main() -> int:
@@ -30,7 +31,7 @@ def main() -> int:
         for seed in args.seeds:
             cfg = load_config(Path(args.config), [*args.set, f"run.seed={seed}"])
             start = time.perf_counter()
-            summary = run_pipeline(cfg, Path(tmp) / f"seed{seed}", until="student", force=tuple(STAGES))
+            summary = run_pipeline(cfg, Path(tmp) / f"seed{seed}", until="student", force=STAGE_NAMES)
             seconds = time.perf_counter() - start
             m = summary.metrics
             t, b, s = (m[k]["accuracy"] for k in ("teacher", "baseline", "student"))

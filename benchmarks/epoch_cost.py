@@ -16,13 +16,13 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from edgekd.pipeline.config import load_config
 from edgekd.pipeline.data import prepare
-from edgekd.pipeline.distill import kd_loss_from_log_probs, transfer_set
-from edgekd.pipeline.stage import StageContext, new_model
-from edgekd.pipeline.train import fit, predict
+from edgekd.pipeline.layout import RunLayout
+from edgekd.pipeline.stages.context import StageContext, new_model, transfer_set
+from edgekd.pipeline.training.fit import fit
+from edgekd.pipeline.training.losses import CrossEntropy, Distillation
 
 
 def main() -> int:
@@ -32,17 +32,14 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     cfg = load_config(Path(args.config), [*args.set, "run.device=cpu"])
-    ctx = StageContext(cfg, prepare(cfg.data, cfg.run.seed), Path("."), torch.device("cpu"))
+    data = prepare(cfg.data, cfg.run.seed)
+    ctx = StageContext(cfg, RunLayout(Path(".")), torch.device("cpu"), lambda: data)
     x, y = transfer_set(ctx)
     x_val, y_val = ctx.tensors("val")
     t, alpha = cfg.distill.temperature, cfg.distill.alpha
     teacher, _ = new_model(ctx, cfg.teacher)
-    soft = F.log_softmax(predict(teacher, x) / t, dim=1)
     one_epoch = dataclasses.replace(cfg.student.train, epochs=1)
-    losses = {
-        "baseline": lambda logits, _, idx: F.cross_entropy(logits, y[idx]),
-        "distill": lambda logits, _, idx: kd_loss_from_log_probs(logits, soft[idx], y[idx], t, alpha),
-    }
+    losses = {"baseline": CrossEntropy(y), "distill": Distillation(teacher, x, y, t, alpha, augmented=False)}
     seconds: dict[str, list[float]] = {k: [] for k in losses}
     for _ in range(args.rounds):
         for name, loss_fn in losses.items():

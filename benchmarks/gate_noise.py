@@ -30,7 +30,8 @@ from edgekd.export.formats import ExportOptions
 from edgekd.export.driver import export_model
 from edgekd.models import ModelSpec, build_model
 from edgekd.pipeline.config import BenchConfig
-from edgekd.pipeline.gate import Regression, check_regression
+from edgekd.pipeline.reporting.budgets import Regression
+from edgekd.pipeline.reporting.gate import check_regression
 
 
 def remeasure(run_dir: Path, rounds: int, work: Path) -> Counter:

@@ -16,7 +16,8 @@ import time
 import numpy as np
 
 from edgekd.bench.agent import combine_latency
-from edgekd.pipeline.gate import Budget, Regression, check, check_regression
+from edgekd.pipeline.reporting.budgets import Budget, Regression
+from edgekd.pipeline.reporting.gate import check, check_regression
 
 
 def synthetic_report(n_results: int, rng: np.random.Generator) -> dict:

@@ -52,3 +52,7 @@ class MissingDependency(EdgekdError):
     """The environment lacks something (a runtime, a device, a converter); the message says how to get it."""
 
     exit_code = 3
+
+
+class BudgetError(EdgekdError):
+    """A budgets file or a report given to the gate is malformed; the message names the line and key."""

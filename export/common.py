@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import re
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np

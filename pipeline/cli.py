@@ -1,167 +1,150 @@
-"""The `edgekd` command line: argparse for arguments, rich for output. Log handlers are set only here."""
+"""The `edgekd` command line: argparse for arguments, rich for output. Log handlers are set only here.
+
+Every command exits 0 on success, 1 when a check failed, 2 on bad input or usage, 3 when the
+environment lacks something, 4 when the gate is inconclusive, 130 on Ctrl-C; an edgekd error prints
+one message (no traceback without --debug).
+"""
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
-from rich.table import Table
 
 from edgekd import __version__
-from edgekd.errors import EdgekdError
+from edgekd.errors import EdgekdError, UsageError
 
 console = Console(stderr=True)
 
-
-def _stdout() -> Console:
-    """Results go to stdout; wide enough for the tables when it is a file or a CI log."""
-    return Console() if Console().is_terminal else Console(width=150)
-
-
-def _percent(x: float) -> str:
-    return f"{100 * x:.2f}%"
-
-
-def print_models(summary, out: Console) -> None:
-    """The table `edgekd run` ends with, plus the distillation verdict."""
-    table = Table(title=f"edgekd run: {summary.run_dir}")
-    for col in ("model", "arch", "params", "MACs", "test accuracy", "epochs", "train s", "s/epoch", "stage"):
-        table.add_column(col, justify="left" if col in ("model", "arch", "stage") else "right")
-    for name, m in summary.metrics.items():
-        status = "ran" if name in summary.ran else "skipped"
-        table.add_row(name, m["arch"], f"{m['params']:,}", f"{m['macs']:,}", _percent(m["accuracy"]),
-                      str(m["epochs"]), f"{m['train_seconds']:.1f}", f"{m['epoch_seconds_median']:.3f}", status)
-    out.print(table)
-    models = summary.metrics
-    if {"teacher", "baseline", "student"} <= set(models):
-        t, b, s = (models[k]["accuracy"] for k in ("teacher", "baseline", "student"))
-        gap = t - b
-        closed = f"{(s - b) / gap:.0%} of the teacher-baseline gap" if gap > 0 else "n/a (baseline >= teacher)"
-        out.print(f"distilled student vs baseline: {100 * (s - b):+.2f} points; closes {closed}; "
-                  f"teacher/student MACs {models['teacher']['macs'] / max(models['student']['macs'], 1):.1f}x; "
-                  f"distill/baseline epoch time {models['student']['epoch_seconds_median'] / models['baseline']['epoch_seconds_median']:.2f}x")
-
-
-def print_artifacts(artifacts: list[dict], out: Console) -> None:
-    """What the export stage wrote: size, accuracy through its own runtime, parity, and what it really is."""
-    table = Table(title="exported artifacts (accuracy measured by each file's own runtime on data/eval.npz)")
-    for col in ("file", "size KiB", "accuracy", "Δ vs PyTorch", "top-1 agree", "max |Δlogit|", "audit"):
-        table.add_column(col, justify="left" if col in ("file", "audit") else "right")
-    for a in artifacts:
-        p, audit = a["parity"], a["audit"]
-        kind = f"{audit['kind']} ({'/'.join(audit['weight_dtypes'])} weights, {audit['input_dtype']} in)"
-        table.add_row(a["file"], f"{a['size_bytes'] / 1024:,.1f}", _percent(p["accuracy"]),
-                      f"{100 * (p['accuracy'] - p['reference_accuracy']):+.2f} pts", _percent(p["top1_agreement"]),
-                      f"{p['max_abs_diff']:.1e}", kind)
-    out.print(table)
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from edgekd.pipeline.config import load_config
-    from edgekd.pipeline.progress import RichProgress, SilentProgress
-    from edgekd.pipeline.run import run_pipeline
-
-    cfg = load_config(Path(args.config), args.set)
-    out = Path(args.out) if args.out else Path("runs") / cfg.run.name
-    progress = (lambda label: SilentProgress()) if args.quiet else (lambda label: RichProgress(label, console))
-    summary = run_pipeline(cfg, out.resolve(), until=args.until, force=tuple(args.force), progress=progress)
-    stdout = _stdout()
-    print_models(summary, stdout)
-    if summary.artifacts:
-        print_artifacts(summary.artifacts, stdout)
-    stdout.print(f"run directory: {out}")
-    if (out / "report.html").exists() and "report" in summary.ran + summary.skipped:
-        stdout.print(f"report: {out / 'report.md'} and {out / 'report.html'}")
-    return 0
+# the registries' names, for --help (literal here: importing the registries would import torch)
+STAGES_HELP = "teacher, baseline, student, quantize, export, bench, report"
+FORMATS_HELP = "onnx, onnx_int8, tflite, tflite_fp16, tflite_int8"
+TARGETS_HELP = "local"
 
 
 def _run_dir(text: str) -> Path:
-    from edgekd.errors import UsageError
+    from edgekd.pipeline.layout import RunLayout
 
     path = Path(text)
-    if not (path / "manifest.json").is_file():
+    if not RunLayout(path).manifest.is_file():
         raise UsageError(f"{path}: not an edgekd run directory (no manifest.json); pass the --out of `edgekd run`, "
                          "e.g. runs/mnist5k")
     return path.resolve()
 
 
+def _writable_dir(path: Path, option: str) -> Path:
+    """`path` as a directory this process can write into, created if needed; UsageError otherwise."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path}: is a file; pass a directory (it is created if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".edgekd-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write there ({exc.strerror or exc}); choose another directory") from None
+    return path.resolve()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edgekd.pipeline.config import load_config
+    from edgekd.pipeline.console import print_artifacts, print_models, stdout
+    from edgekd.pipeline.progress import RichProgress, SilentProgress
+    from edgekd.pipeline.run import run_pipeline
+
+    cfg = load_config(Path(args.config), args.set)
+    out = _writable_dir(Path(args.out) if args.out else Path("runs") / cfg.run.name, "--out")
+    progress = (lambda label: SilentProgress()) if args.quiet else (lambda label: RichProgress(label, console))
+    summary = run_pipeline(cfg, out, until=args.until, force=tuple(args.force), progress=progress)
+    screen = stdout()
+    print_models(summary, screen)
+    if summary.artifacts:
+        print_artifacts(summary.artifacts, screen)
+    screen.print(f"run directory: {args.out or out}")
+    if "report" in summary.ran + summary.skipped:
+        layout = summary.layout
+        screen.print(f"report: {layout.report_md} and {layout.report_html}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from edgekd.pipeline.bench_stage import bench_local
     from edgekd.pipeline.config import load_config
-    from edgekd.errors import UsageError
+    from edgekd.pipeline.layout import RunLayout
+    from edgekd.pipeline.run import rerun_stages
 
     bad = [t for t in args.target if t != "local"]
     if bad:
-        raise UsageError(f"unknown target {', '.join(bad)}; valid: local (run bench/agent.py on other devices and "
-                         "merge with `edgekd report RUN_DIR --add RESULT.json`)")
+        raise UsageError(f"unknown target {', '.join(bad)}; valid: {TARGETS_HELP} (on other devices run "
+                         "bench/agent.py and merge with `edgekd report RUN_DIR --add RESULT.json`)")
     run_dir = _run_dir(args.run_dir)
-    cfg = load_config(run_dir / "config.toml").bench
+    cfg = load_config(RunLayout(run_dir).config)
     if args.threads:
-        cfg = dataclasses.replace(cfg, threads=args.threads)
-    path = bench_local(run_dir, cfg, progress=lambda line: console.print(line, highlight=False))
-    Console().print(f"results: {path}")
+        cfg = dataclasses.replace(cfg, bench=dataclasses.replace(cfg.bench, threads=args.threads))
+    summary = rerun_stages(cfg, run_dir, ("bench", "report"), force=("bench",))
+    out = Console()
+    out.print(f"results: {summary.layout.bench_file('local')}")
+    out.print(f"report: {summary.layout.report_md} and {summary.layout.report_html}")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from edgekd.pipeline.report import write_report
+    from edgekd.pipeline.layout import RunLayout
+    from edgekd.pipeline.reporting.report import write_report
 
-    paths = write_report(_run_dir(args.run_dir), [Path(p) for p in args.add])
+    paths = write_report(RunLayout(_run_dir(args.run_dir)), [Path(p) for p in args.add])
     Console().print("report: " + ", ".join(str(p) for p in paths[:3]))
     return 0
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
+    from edgekd.pipeline.layout import RunLayout
     from edgekd.pipeline.pack import pack
 
     out = Path(args.output)
-    names = pack(_run_dir(args.run_dir), out)
+    if out.is_dir():
+        raise UsageError(f"-o {out}: is a directory; name the bundle file, e.g. -o {out / 'bundle.zip'}")
+    if not out.parent.is_dir():
+        raise UsageError(f"-o {out}: the directory {out.parent} does not exist; create it or choose another path")
+    names = pack(RunLayout(_run_dir(args.run_dir)), out, tuple(args.formats))
     Console().print(f"bundle: {out} ({len(names)} files, {out.stat().st_size / 1024:,.0f} KiB); on the device: "
                     f"python agent.py {out.name} -o results.json")
     return 0
 
 
-def _load_report(path: Path) -> dict:
-    import json
-
-    from edgekd.pipeline.gate import BudgetError
-
-    try:
-        report = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BudgetError(f"{path}: not a readable report ({exc}); pass the report.json that `edgekd report` wrote")
-    if report.get("schema") != "edgekd.report/1" or not isinstance(report.get("results"), list):
-        raise BudgetError(f"{path}: schema {report.get('schema')!r}, expected 'edgekd.report/1' with a results list")
-    return report
-
-
 def cmd_gate(args: argparse.Namespace) -> int:
     from edgekd.fileio import write_text
-    from edgekd.pipeline.gate import check, check_regression, exit_code, load_budgets
-    from edgekd.pipeline.gate_output import junit_xml, notes, summary_line, table, verdicts_json
+    from edgekd.pipeline.console import stdout
+    from edgekd.pipeline.reporting.budgets import load_budgets
+    from edgekd.pipeline.reporting.gate import check, check_regression, exit_code, load_report
+    from edgekd.pipeline.reporting.gate_output import junit_xml, notes, summary_line, table, verdicts_json
 
     budgets, regression = load_budgets(Path(args.budgets))
-    report = _load_report(Path(args.report))
+    report = load_report(Path(args.report))
+    baseline = load_report(Path(args.baseline)) if args.baseline else None
     verdicts = check(report, budgets)
-    if args.baseline:
-        verdicts += check_regression(report, _load_report(Path(args.baseline)), regression)
+    if baseline is not None:
+        verdicts += check_regression(report, baseline, regression)
     code = exit_code(verdicts, regression)
     if args.junit:
         write_text(Path(args.junit), junit_xml(verdicts))
-    if args.json:
-        print(verdicts_json(verdicts, code))
-    else:
-        out = _stdout()
-        out.print(table(verdicts))
-        for line in notes(verdicts):
-            out.print(f"  {line}", highlight=False)
-        out.print(f"gate: {summary_line(verdicts)}", highlight=False)
+    try:
+        if args.json:
+            print(verdicts_json(verdicts, code), flush=True)
+        else:
+            out = stdout()
+            out.print(table(verdicts))
+            for line in notes(verdicts):
+                out.print(f"  {line}", highlight=False)
+            out.print(f"gate: {summary_line(verdicts)}", highlight=False)
+    except BrokenPipeError:  # `edgekd gate ... | head`: the reader left; the verdict still stands
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return code
 
 
@@ -176,21 +159,27 @@ def build_parser() -> argparse.ArgumentParser:
         return flags
     common = flags("")
     parser = argparse.ArgumentParser(prog="edgekd", parents=[flags("_before")], description="Distil a PyTorch "
-                                     "teacher into a small, benchmarked, mobile-ready student.")
+                                     "teacher into a small, benchmarked, mobile-ready student.",
+                                     epilog=f"stages, in order: {STAGES_HELP}. formats: {FORMATS_HELP}. "
+                                            f"targets: {TARGETS_HELP}. Exit codes: 0 ok, 1 a check failed, 2 bad "
+                                            "input, 3 missing environment, 4 gate inconclusive, 130 interrupted.")
     parser.add_argument("--version", action="version", version=f"edgekd {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", parents=[common], help="train teacher, baseline and distilled student (skips fresh stages)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", parents=[common], help="train teacher, baseline and distilled student; export, "
+                         "bench, report (skips fresh stages)")
     run.add_argument("config", help="TOML config, e.g. configs/digits.toml")
     run.add_argument("--out", help="run directory (default: runs/<run.name>)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config key, e.g. --set distill.temperature=8 (repeatable)")
-    run.add_argument("--until", metavar="STAGE", help="stop after this stage")
+                     help="override a config key, e.g. --set distill.temperature=8 or --set \"export.formats=['onnx']\" "
+                          "(repeatable)")
+    run.add_argument("--until", metavar="STAGE", help=f"stop after this stage ({STAGES_HELP})")
     run.add_argument("--force", action="append", default=[], metavar="STAGE",
-                     help="re-run this stage and those that depend on it (repeatable)")
+                     help=f"re-run this stage and those that depend on it (repeatable; {STAGES_HELP})")
     run.set_defaults(func=cmd_run)
-    bench = sub.add_parser("bench", parents=[common], help="measure every exported file on this machine")
+    bench = sub.add_parser("bench", parents=[common], help="measure every exported file on a target, then "
+                           "rewrite the report")
     bench.add_argument("run_dir", help="a run directory, e.g. runs/mnist5k")
-    bench.add_argument("--target", action="append", default=[], metavar="NAME", help="target name (only: local)")
+    bench.add_argument("--target", action="append", default=[], metavar="NAME", help=f"target name ({TARGETS_HELP})")
     bench.add_argument("--threads", type=int, help="runtime threads (default: the run's bench.threads)")
     bench.set_defaults(func=cmd_bench)
     report = sub.add_parser("report", parents=[common], help="write report.json, report.md and report.html")
@@ -208,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     pack_cmd = sub.add_parser("pack", parents=[common], help="zip the exported files, eval set and agent for a device")
     pack_cmd.add_argument("run_dir", help="a run directory, e.g. runs/mnist5k")
     pack_cmd.add_argument("-o", "--output", required=True, metavar="BUNDLE.zip")
+    pack_cmd.add_argument("--formats", nargs="+", default=[], metavar="FORMAT",
+                          help=f"bundle only these formats, e.g. what the device's runtime runs ({FORMATS_HELP})")
     pack_cmd.set_defaults(func=cmd_pack)
     return parser
 
@@ -233,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: finished stages are kept; run the same command to resume")
+        console.print("[yellow]interrupted[/]: finished stages and epochs are kept; run the same command to resume")
         return 130
 
 

@@ -27,7 +27,7 @@ def eager_worker(ckpt: Path, eval_path: Path, threads: int, timing: Timing, with
     rss_before = status_mb("VmRSS") or peak_rss_mb()
     import torch
 
-    from edgekd.pipeline.checkpoint import load_checkpoint
+    from edgekd.pipeline.training.checkpoint import load_checkpoint
 
     torch.set_num_threads(threads)
     sha = sha256_file(ckpt)

@@ -10,7 +10,7 @@ import json
 import logging
 from pathlib import Path
 
-from edgekd.fileio import sha256_file, write_json
+from edgekd.fileio import sha256_file, sha256_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class Manifest:
         """None when `stage` can be skipped, else the reason it must run."""
         entry = self.stages.get(stage)
         if not entry or entry.get("status") != "done":
-            return "not run yet" if not entry else f"last run {entry.get('status')}"
+            return "not run yet" if not entry else f"last run {entry.get('status')}"  # failed or interrupted
         if entry["config_hash"] != config_hash:
             return "config changed"
         if entry["input_hashes"] != input_hashes:
@@ -70,7 +70,7 @@ class Manifest:
     def finish(self, stage: str, *, seconds: float, config_hash: str, input_hashes: dict[str, str],
                outputs: list[Path], metrics: dict) -> None:
         run_dir = self.path.parent
-        rels = [str(p.relative_to(run_dir)) for p in outputs]
+        rels = [p.relative_to(run_dir).as_posix() for p in outputs]
         for rel in rels:
             file = run_dir / rel
             self.data["artifacts"][rel] = {"sha256": sha256_file(file), "size_bytes": file.stat().st_size,
@@ -80,9 +80,16 @@ class Manifest:
                               "finished": _now()}
         self.save()
 
-    def fail(self, stage: str, error: str) -> None:
-        self.stages[stage] = {"status": "failed", "error": error, "finished": _now()}
+    def fail(self, stage: str, error: str, status: str = "failed") -> None:
+        self.stages[stage] = {"status": status, "error": error, "finished": _now()}
         self.save()
+
+    def outputs_hash(self, stage: str) -> str | None:
+        """One hash over what `stage` recorded writing, or None when it has not finished."""
+        entry = self.stages.get(stage, {})
+        if entry.get("status") != "done":
+            return None
+        return sha256_json([self.data["artifacts"][rel]["sha256"] for rel in entry["outputs"]])
 
     def save(self) -> None:
         self.data["updated"] = _now()

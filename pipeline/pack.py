@@ -7,16 +7,28 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from edgekd.pipeline.bench_stage import AGENT, exported_files
+import edgekd.bench.agent
+from edgekd.errors import UsageError
+from edgekd.export.formats import FORMATS, format_of
 from edgekd.fileio import atomic_path
+from edgekd.pipeline.layout import RunLayout
+from edgekd.pipeline.stages.bench import exported_files
+
+AGENT = Path(edgekd.bench.agent.__file__).resolve()
 
 
-def pack(run_dir: Path, out: Path) -> list[str]:
-    """Write the bundle atomically; return the names it holds."""
-    members = [(f, f.relative_to(run_dir).as_posix()) for f in exported_files(run_dir)]
-    members += [(f.with_name(f.name + ".json"), f.relative_to(run_dir).as_posix() + ".json")
-                for f, _ in list(members) if f.with_name(f.name + ".json").exists()]
-    members += [(run_dir / "data" / "eval.npz", "data/eval.npz"), (AGENT, "agent.py")]
+def pack(layout: RunLayout, out: Path, formats: tuple[str, ...] = ()) -> list[str]:
+    """Write the bundle atomically (only `formats` when given); return the names it holds."""
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise UsageError(f"--formats: unknown {', '.join(map(repr, unknown))}; valid: {', '.join(FORMATS)}")
+    files = [f for f in exported_files(layout) if not formats or format_of(f) in formats]
+    if not files:
+        raise UsageError(f"{layout.home}: no exported file of format {', '.join(formats)}; the run exported "
+                         f"{', '.join(sorted({format_of(f) for f in exported_files(layout)}))}")
+    members = [(f, layout.rel(f)) for f in files]
+    members += [(layout.sidecar(f), layout.rel(layout.sidecar(f))) for f in files if layout.sidecar(f).exists()]
+    members += [(layout.eval_set, layout.manifest_rel(layout.eval_set)), (AGENT, "agent.py")]
     with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for path, name in members:
             archive.write(path, name)

@@ -1,8 +1,8 @@
-"""`edgekd run`: prepare data, then run the stages in order, skipping those that are fresh.
+"""`edgekd run`: prepare data, then run the stages of the stage table in order, skipping fresh ones.
 
-Stage order and dependencies are fixed here. Each stage's config hash covers only the config
-sections it reads; its input hashes cover the data and the files it loads, so changing the
-temperature re-runs the student but neither the teacher nor the baseline, and a new benchmark
+A stage is fresh when the config it reads, the data, and the recorded outputs of the stages it needs
+hash as they did when it last finished, and its own outputs are still on disk unchanged. So changing
+the temperature re-runs the student but neither the teacher nor the baseline, and a new benchmark
 setting re-runs bench and report only.
 """
 from __future__ import annotations
@@ -15,107 +15,89 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from edgekd import __version__
-from edgekd.pipeline.bench_stage import bench_stage
-from edgekd.pipeline.config import PipelineConfig
-from edgekd.pipeline.data import prepare, write_eval
-from edgekd.pipeline.distill import train_student
 from edgekd.errors import UsageError
-from edgekd.pipeline.export_stage import export_models
-from edgekd.fileio import sha256_file, sha256_json, write_json, write_text
+from edgekd.fileio import STALE_GLOB, sha256_file, sha256_json, write_json, write_text
+from edgekd.pipeline.config import PipelineConfig
+from edgekd.pipeline.layout import MODELS, RunLayout
 from edgekd.pipeline.manifest import Manifest
 from edgekd.pipeline.progress import SilentProgress, TrainProgress
-from edgekd.pipeline.quantize import select_calibration
-from edgekd.pipeline.report import report_stage
-from edgekd.pipeline.stage import StageContext, StageResult
-from edgekd.pipeline.teacher import train_baseline, train_teacher
-from edgekd.pipeline.train import pick_device
+from edgekd.pipeline.stages import BY_NAME, STAGE_NAMES, STAGES, check_names, downstream
 
 log = logging.getLogger(__name__)
-
-STAGES: dict[str, Callable[[StageContext], StageResult]] = {
-    "teacher": train_teacher,
-    "baseline": train_baseline,
-    "student": train_student,
-    "quantize": select_calibration,
-    "export": export_models,
-    "bench": bench_stage,
-    "report": report_stage,
-}
-# the file each stage writes that later stages read
-PRODUCES = {"teacher": "teacher.pt", "baseline": "baseline.pt", "student": "student.pt",
-            "quantize": "data/calibration.npz", "export": "manifest.json#export", "bench": "bench/local.json"}
-MODEL_STAGES = ("teacher", "baseline", "student")
-
-
-def stage_inputs(stage: str, cfg: PipelineConfig) -> tuple[str, ...]:
-    """Files (relative to the run directory) `stage` reads; their sha256 is part of its input hash."""
-    if stage == "student":
-        return ("teacher.pt",)
-    if stage == "export":
-        return (*(PRODUCES[m] for m in cfg.export.models), "data/calibration.npz")
-    if stage == "bench":  # the export stage's files are hashed through its manifest entry
-        return ("manifest.json#export", *(PRODUCES[m] for m in cfg.bench.eager))
-    if stage == "report":
-        return ("bench/local.json",)
-    return ()
-
-
-def stage_config(stage: str, cfg: PipelineConfig) -> dict:
-    """The part of the config that `stage` reads (data settings enter through the data hash)."""
-    seed = {"seed": cfg.run.seed}
-    transfer = {"transfer_copies": cfg.distill.transfer_copies, "transfer_jitter": cfg.distill.transfer_jitter}
-    export = cfg.section("export")["export"]
-    return {
-        "teacher": lambda: {**seed, **cfg.section("teacher")},
-        "baseline": lambda: {**seed, **cfg.section("student"), "transfer": transfer},
-        "student": lambda: {**seed, **cfg.section("student", "distill")},
-        "quantize": lambda: {**seed, "calibration_samples": export["calibration_samples"]},
-        "export": lambda: {k: v for k, v in export.items() if k != "calibration_samples"},
-        "bench": lambda: cfg.section("bench"),
-        "report": lambda: {},
-    }[stage]()
-
-
-def downstream(stages: set[str], cfg: PipelineConfig) -> set[str]:
-    """`stages` and every stage that reads their outputs."""
-    out = set(stages)
-    changed = True
-    while changed:
-        changed = False
-        for name in STAGES:
-            if name not in out and any(PRODUCES.get(s) in stage_inputs(name, cfg) for s in out):
-                out.add(name)
-                changed = True
-    return out
-
-
-def _input_hash(run_dir: Path, manifest: Manifest, name: str, stage: str) -> str:
-    """sha256 of an input file, or for "manifest.json#STAGE" of what that stage recorded about its outputs."""
-    if "#" in name:
-        source = manifest.stages.get(name.partition("#")[2], {})
-        if source.get("status") != "done":
-            raise UsageError(f"stage {stage} needs the {name.partition('#')[2]} stage's outputs; run without --until")
-        return sha256_json([manifest.data["artifacts"][rel]["sha256"] for rel in source["outputs"]])
-    if not (run_dir / name).exists():
-        raise UsageError(f"stage {stage} needs {name}, which no stage of this run has written; run without --until, "
-                         "or add the model that writes it")
-    return sha256_file(run_dir / name)
 
 
 @dataclass
 class RunSummary:
-    run_dir: Path
+    layout: RunLayout
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
     artifacts: list[dict] = field(default_factory=list)
 
+    @property
+    def run_dir(self) -> Path:
+        return self.layout.home
+
+
+def _key(layout: RunLayout, stage: str) -> str:
+    """The manifest key of a stage: shared stages (teacher, calibration) belong to the whole run."""
+    return stage if BY_NAME[stage].shared else layout.stage_key(stage)
+
+
+def run_stages(layout: RunLayout, cfg: PipelineConfig, names: list[str], forced: set[str], manifest: Manifest,
+               data_hash: str, make_context: Callable[[], object], summary: RunSummary) -> None:
+    """Run `names` (in table order), skipping each stage that is fresh and not in `forced`."""
+    ctx = None
+    for stage in (s for s in STAGES if s.name in names):
+        key = _key(layout, stage.name)
+        config_hash = sha256_json(stage.reads_config(cfg))
+        inputs = {"data": data_hash}
+        for need in stage.needs(cfg):
+            inputs[need] = manifest.outputs_hash(_key(layout, need))
+            if inputs[need] is None:
+                raise UsageError(f"stage {stage.name} needs the {need} stage's outputs, which this run has not "
+                                 f"written; run without --until, or add {need!r} where the config lists it")
+        reason = "forced" if stage.name in forced else manifest.why_stale(key, config_hash, inputs)
+        if reason is None:
+            log.info("stage %s: up to date, skipped (config and inputs unchanged)", key)
+            summary.skipped.append(stage.name)
+            continue
+        log.info("stage %s: running (%s)", key, reason)
+        ctx = ctx or make_context()
+        ctx.resume_key = sha256_json({"config": config_hash, "inputs": inputs})
+        manifest.start(key)
+        start = time.perf_counter()
+        try:
+            result = stage.function()(ctx)
+        except KeyboardInterrupt:
+            manifest.fail(key, "interrupted (Ctrl-C); run the same command to resume", status="interrupted")
+            raise
+        except BaseException as exc:
+            manifest.fail(key, f"{type(exc).__name__}: {exc}")
+            raise
+        seconds = time.perf_counter() - start
+        manifest.finish(key, seconds=seconds, config_hash=config_hash, input_hashes=inputs, outputs=result.outputs,
+                        metrics=result.metrics)
+        size = sum(p.stat().st_size for p in result.outputs)
+        names_text = ", ".join(p.name for p in result.outputs) if len(result.outputs) <= 2 else f"{len(result.outputs)} files"
+        log.info("stage %s: done in %.1f s (%s, %.0f KiB)", key, seconds, names_text, size / 1024)
+        summary.ran.append(stage.name)
+
+
+def _summarize(layout: RunLayout, manifest: Manifest, summary: RunSummary) -> None:
+    for model in MODELS:
+        entry = manifest.stages.get(_key(layout, model), {})
+        if entry.get("status") == "done":
+            summary.metrics[model] = entry["metrics"]
+    export = manifest.stages.get(_key(layout, "export"), {})
+    if export.get("status") == "done":
+        summary.artifacts = export["metrics"]["artifacts"]
+
 
 def run_pipeline(cfg: PipelineConfig, run_dir: Path, until: str | None = None, force: tuple[str, ...] = (),
-                 progress: Callable[[str], TrainProgress] = lambda label: SilentProgress()) -> RunSummary:
+                 progress: Callable[[str], TrainProgress] = lambda label: SilentProgress(), variant: str = "",
+                 only: tuple[str, ...] = ()) -> RunSummary:
     """Run the stages of `cfg` into `run_dir`, up to and including `until`.
 
     Args:
@@ -124,65 +106,71 @@ def run_pipeline(cfg: PipelineConfig, run_dir: Path, until: str | None = None, f
         until: last stage to run (default: all).
         force: stages to re-run even when fresh; stages that depend on them re-run too.
         progress: makes one progress reporter per training stage.
+        variant: run a further student of the same teacher under students/<variant>/.
+        only: run just these stages (their inputs must exist), e.g. ("bench", "report").
     """
-    for name in (*force, *([until] if until else [])):
-        if name not in STAGES:
-            raise UsageError(f"unknown stage {name!r}; valid stages in order: {', '.join(STAGES)}")
-    selected = list(STAGES)[: list(STAGES).index(until) + 1] if until else list(STAGES)
+    import torch
+
+    from edgekd.pipeline.data import prepare, write_eval
+    from edgekd.pipeline.stages.context import StageContext
+    from edgekd.pipeline.training.fit import pick_device
+
+    check_names([*force, *([until] if until else []), *only])
+    names = list(only) if only else list(STAGE_NAMES[: STAGE_NAMES.index(until) + 1] if until else STAGE_NAMES)
+    layout = RunLayout(run_dir, variant)
     forced = downstream(set(force), cfg)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     device = pick_device(cfg.run.device)
     data = prepare(cfg.data, cfg.run.seed)  # bad data fails before anything is written
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in run_dir.rglob(".*.tmp*"):  # left by a killed write; never under a final name
+    layout.home.mkdir(parents=True, exist_ok=True)
+    for stale in layout.root.rglob(STALE_GLOB):  # left by a killed write; never under a final name
         stale.unlink()
-    write_text(run_dir / "config.toml", cfg.to_toml())
-    manifest = Manifest.load(run_dir / "manifest.json")
+    write_text(layout.config, cfg.to_toml())
+    manifest = Manifest.load(layout.manifest)
     data_hash = data.fingerprint()
-    eval_path = run_dir / "data" / "eval.npz"
-    if manifest.data.get("data", {}).get("fingerprint") != data_hash or not eval_path.exists():
-        write_eval(data, eval_path)
-    manifest.data.update({
-        "run": cfg.run.name, "edgekd_version": __version__, "config_hash": sha256_json(dataclasses.asdict(cfg)),
-        "environment": {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.machine(),
-                        "device": str(device), "threads": torch.get_num_threads()},
-        "data": {**data.summary(), "fingerprint": data_hash},
-    })
-    manifest.data["artifacts"]["data/eval.npz"] = {"sha256": sha256_file(eval_path),
-                                                   "size_bytes": eval_path.stat().st_size, "stage": "data"}
+    if manifest.data.get("data", {}).get("fingerprint") != data_hash or not layout.eval_set.exists():
+        write_eval(data, layout.eval_set)
+    if not variant:
+        manifest.data.update({
+            "run": cfg.run.name, "edgekd_version": __version__, "config_hash": sha256_json(dataclasses.asdict(cfg)),
+            "environment": {"python": platform.python_version(), "torch": torch.__version__,
+                            "machine": platform.machine(), "device": str(device), "threads": torch.get_num_threads()},
+            "data": {**data.summary(), "fingerprint": data_hash},
+        })
+    eval_rel = layout.manifest_rel(layout.eval_set)
+    manifest.data["artifacts"][eval_rel] = {"sha256": sha256_file(layout.eval_set),
+                                            "size_bytes": layout.eval_set.stat().st_size, "stage": "data"}
     manifest.save()
 
-    ctx = StageContext(cfg, data, run_dir, device, progress)
-    summary = RunSummary(run_dir)
-    for stage in selected:
-        config_hash = sha256_json(stage_config(stage, cfg))
-        inputs = {"data": data_hash, **{f: _input_hash(run_dir, manifest, f, stage) for f in stage_inputs(stage, cfg)}}
-        reason = "forced" if stage in forced else manifest.why_stale(stage, config_hash, inputs)
-        if reason is None:
-            log.info("stage %s: up to date, skipped (config and inputs unchanged)", stage)
-            summary.skipped.append(stage)
-            continue
-        log.info("stage %s: running (%s)", stage, reason)
-        manifest.start(stage)
-        start = time.perf_counter()
-        try:
-            result = STAGES[stage](ctx)
-        except BaseException as exc:
-            manifest.fail(stage, f"{type(exc).__name__}: {exc}")
-            raise
-        seconds = time.perf_counter() - start
-        manifest.finish(stage, seconds=seconds, config_hash=config_hash, input_hashes=inputs,
-                        outputs=result.outputs, metrics=result.metrics)
-        size = sum(p.stat().st_size for p in result.outputs)
-        names = ", ".join(p.name for p in result.outputs) if len(result.outputs) <= 2 else f"{len(result.outputs)} files"
-        log.info("stage %s: done in %.1f s (%s, %.0f KiB)", stage, seconds, names, size / 1024)
-        summary.ran.append(stage)
+    summary = RunSummary(layout)
+    run_stages(layout, cfg, names, forced, manifest, data_hash,
+               lambda: StageContext(cfg, layout, device, lambda: data, progress, _data=data), summary)
+    _summarize(layout, manifest, summary)
+    write_json(layout.metrics, {"run": cfg.run.name, "variant": variant or None,
+                                "data": data.summary() | {"fingerprint": data_hash}, "models": summary.metrics})
+    return summary
 
-    summary.metrics = {s: manifest.stages[s]["metrics"] for s in MODEL_STAGES
-                       if manifest.stages.get(s, {}).get("status") == "done"}
-    if manifest.stages.get("export", {}).get("status") == "done":
-        summary.artifacts = manifest.stages["export"]["metrics"]["artifacts"]
-    write_json(run_dir / "metrics.json", {"run": cfg.run.name, "data": data.summary() | {"fingerprint": data_hash},
-                                          "models": summary.metrics})
+
+def rerun_stages(cfg: PipelineConfig, run_dir: Path, names: tuple[str, ...], force: tuple[str, ...] = (),
+                 variant: str = "") -> RunSummary:
+    """Run post-training stages (bench, report) of an existing run, recorded in its manifest as if
+    `edgekd run` had run them, without loading its data. A later `edgekd run` then re-runs nothing."""
+    import torch
+
+    from edgekd.pipeline.stages.context import StageContext
+
+    check_names([*names, *force])
+    layout = RunLayout(run_dir, variant)
+    manifest = Manifest.load(layout.manifest)
+    data_hash = manifest.data.get("data", {}).get("fingerprint")
+    if data_hash is None:
+        raise UsageError(f"{run_dir}: its manifest records no data; run `edgekd run CONFIG --out {run_dir}` first")
+
+    def no_data():
+        raise UsageError(f"stages {', '.join(names)} cannot load the dataset here; run `edgekd run` instead")
+    summary = RunSummary(layout)
+    run_stages(layout, cfg, list(names), downstream(set(force), cfg), manifest, data_hash,
+               lambda: StageContext(cfg, layout, torch.device("cpu"), no_data), summary)
+    _summarize(layout, manifest, summary)
     return summary

@@ -6,7 +6,7 @@ from PIL import Image
 from edgekd.pipeline.config import DataConfig
 from edgekd.pipeline.data import prepare, write_eval
 from edgekd.errors import DataError
-from edgekd.pipeline.idx import read_idx, write_idx
+from edgekd.pipeline.data.idx import read_idx, write_idx
 
 
 @pytest.mark.parametrize("suffix", ["", ".gz"])

@@ -18,7 +18,7 @@ from edgekd.errors import ExportError
 from edgekd.export.formats import FORMATS, ExportOptions
 from edgekd.export.driver import export_model
 from edgekd.export.runtimes import run_onnx, run_tflite
-from edgekd.pipeline.checkpoint import load_checkpoint
+from edgekd.pipeline.training.checkpoint import load_checkpoint
 from edgekd.pipeline.config import load_config
 from edgekd.fileio import sha256_file
 from edgekd.pipeline.run import run_pipeline

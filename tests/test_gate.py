@@ -9,9 +9,10 @@ from hypothesis import strategies as st
 
 from edgekd.bench.agent import combine_latency
 from edgekd.pipeline.cli import main
-from edgekd.pipeline.gate import (Budget, BudgetError, Regression, _mann_whitney_counts, check, check_regression, exit_code,
-                           load_budgets, shift_interval)
-from edgekd.pipeline.gate_output import junit_xml
+from edgekd.errors import BudgetError
+from edgekd.pipeline.reporting.budgets import Budget, Regression, load_budgets
+from edgekd.pipeline.reporting.gate import _mann_whitney_counts, check, check_regression, exit_code, shift_interval
+from edgekd.pipeline.reporting.gate_output import junit_xml
 
 
 def _result(artifact, target="pi4", p50=2.0, p95=3.0, p99=4.0, rss=40.0, acc=0.95, n=1000, ci=None):
@@ -74,9 +75,9 @@ def test_unknown_keys_and_bad_values_are_named_with_lines(tmp_path):
     with pytest.raises(BudgetError) as err:
         load_budgets(path)
     text = str(err.value)
-    assert "line 3: budget #1: unknown key 'max_p95'" in text and "max_p95_ms" in text
-    assert "line 6: budget #2: min_accuracy = 'high': expected a non-negative number" in text
-    assert "[regression]: unknown key 'slack'" in text
+    assert "line 3: unknown key 'budget #1.max_p95'" in text and "max_p95_ms" in text
+    assert "line 6: budget #2.min_accuracy = 'high': expected a number" in text
+    assert "unknown key 'regression.slack'" in text
 
 
 def test_malformed_toml_exits_2_with_the_line(tmp_path, capsys):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgekd.pipeline.checkpoint import load_checkpoint
+from edgekd.pipeline.training.checkpoint import load_checkpoint
 from edgekd.pipeline.cli import main
 from edgekd.pipeline.config import load_config
 from edgekd.fileio import atomic_path, sha256_file

@@ -8,7 +8,7 @@ import pytest
 
 from edgekd.pipeline.cli import main
 from edgekd.fileio import sha256_file
-from edgekd.pipeline.report_html import pareto
+from edgekd.pipeline.reporting.html import pareto
 
 from tests.bench.test_agent import AGENT
 
@@ -102,3 +102,17 @@ def test_add_refuses_a_result_measured_on_another_file(bench_run, tmp_path, caps
         err = " ".join(capsys.readouterr().err.split())
         assert all(n in err for n in needles), err
     assert {p.name: p.read_bytes() for p in (bench_run / "bench").glob("*.json")} == before, "nothing was merged"
+
+
+def test_report_gate_and_pack_never_import_torch(bench_run, tmp_path):
+    """The commands a CI job or a device-side script calls start fast: no torch in their process."""
+    budgets = tmp_path / "b.toml"
+    budgets.write_text('[[budget]]\nartifact = "*.tflite"\nmin_accuracy = 0.1\n')
+    code = (f"import sys\nfrom edgekd.pipeline.cli import main\n"
+            f"assert main(['-q', 'report', {str(bench_run)!r}]) == 0\n"
+            f"assert main(['gate', {str(bench_run / 'report.json')!r}, '--budgets', {str(budgets)!r}]) == 0\n"
+            f"assert main(['pack', {str(bench_run)!r}, '-o', {str(tmp_path / 'b.zip')!r}]) == 0\n"
+            "heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'litert_torch', 'jax')]\n"
+            "assert not heavy, heavy[:5]\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,23 +1,28 @@
-"""Checkpoints: state dict + architecture spec, loadable with torch.load(weights_only=True)."""
+"""Checkpoints: state dict + architecture spec, loadable with torch.load(weights_only=True).
+
+The file holds only what defines the model (no seconds, no dates), so two identical trainings write
+byte-identical checkpoints and everything downstream can be skipped on a re-run.
+"""
 from __future__ import annotations
 
 import io
+import pickle
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from edgekd.models import ModelSpec, build_model
-from edgekd.errors import ModelError
-from edgekd.errors import DataError
+from edgekd.errors import DataError, ModelError
 from edgekd.fileio import write_bytes
+from edgekd.models import ModelSpec, build_model
+
+FORMAT = "edgekd.checkpoint/1"
 
 
-def save_checkpoint(path: Path, model: nn.Module, spec: ModelSpec, metrics: dict) -> None:
+def save_checkpoint(path: Path, model: nn.Module, spec: ModelSpec) -> None:
     buf = io.BytesIO()
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"format": "edgekd.checkpoint/1", "spec": spec.to_dict(), "state_dict": state,
-                "metrics": metrics}, buf)
+    torch.save({"format": FORMAT, "spec": spec.to_dict(), "state_dict": state}, buf)
     write_bytes(path, buf.getvalue())
 
 
@@ -32,9 +37,9 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, ModelSpec]:
         spec = ModelSpec.from_dict(blob["spec"])
     except FileNotFoundError:
         raise DataError(f"{path}: checkpoint not found; run `edgekd run` to create it") from None
-    except (RuntimeError, KeyError, TypeError, EOFError, OSError) as exc:
-        raise DataError(f"{path}: not a readable edgekd checkpoint ({exc}); delete it and re-run the stage "
-                        "that writes it (edgekd run CONFIG --force STAGE)") from exc
+    except (RuntimeError, KeyError, TypeError, EOFError, OSError, pickle.UnpicklingError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable edgekd checkpoint ({type(exc).__name__}); re-create it with "
+                        "`edgekd run CONFIG --force STAGE` for the stage that writes it") from None
     try:
         model = build_model(spec)
         model.load_state_dict(blob["state_dict"])

@@ -15,7 +15,7 @@ import numpy as np
 
 from edgekd.errors import DataError
 from edgekd.fileio import write_npz
-from edgekd.pipeline.idx import read_idx
+from edgekd.pipeline.data.idx import read_idx
 
 if TYPE_CHECKING:
     from edgekd.pipeline.config import DataConfig

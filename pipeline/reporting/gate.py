@@ -13,41 +13,16 @@ from __future__ import annotations
 import fnmatch
 import functools
 import math
-import re
+import json
 import statistics
-import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from edgekd.errors import EdgekdError
+from edgekd.errors import BudgetError
+from edgekd.pipeline.reporting.budgets import Budget, Regression
 
 Status = Literal["pass", "fail", "inconclusive"]
-
-
-class BudgetError(EdgekdError):
-    """The budgets file or a report is malformed; the message names the line and key."""
-
-
-@dataclass(frozen=True)
-class Budget:
-    target: str = "*"
-    artifact: str = "*"
-    max_p50_ms: float | None = None
-    max_p95_ms: float | None = None
-    max_p99_ms: float | None = None
-    max_size_kb: float | None = None
-    max_peak_rss_mb: float | None = None
-    min_accuracy: float | None = None
-    max_accuracy_drop: float | None = None  # fraction below the same model's fp32 artifact on the same target
-    line: int = 0
-
-
-@dataclass(frozen=True)
-class Regression:
-    max_latency_increase: float = 0.10
-    max_accuracy_decrease: float = 0.005
-    inconclusive: Literal["warn", "fail", "pass"] = "warn"  # warn: exit 4; fail: exit 1; pass: exit 0
 
 
 @dataclass(frozen=True)
@@ -71,72 +46,6 @@ RULES = {  # budget key -> (how to read the measured value, "max" or "min")
     "max_peak_rss_mb": (lambda r, a: r["peak_rss_mb"], "max"),
     "min_accuracy": (lambda r, a: r["accuracy"], "min"),
 }
-
-
-def _line_of(lines: list[str], index: int, key: str | None = None) -> int:
-    """1-based line of the index-th [[budget]] header, or of `key` inside that block."""
-    headers = [i for i, ln in enumerate(lines) if re.match(r"\s*\[\[\s*budget\s*\]\]", ln)]
-    if index >= len(headers):
-        return 0
-    start, end = headers[index], headers[index + 1] if index + 1 < len(headers) else len(lines)
-    if key:
-        for i in range(start, end):
-            if re.match(rf"\s*{re.escape(key)}\s*=", lines[i]):
-                return i + 1
-    return start + 1
-
-
-def load_budgets(path: Path) -> tuple[list[Budget], Regression]:
-    """Read a budgets file; every problem is reported at once, each with its line and key."""
-    try:
-        text = path.read_text()
-        raw = tomllib.loads(text)
-    except FileNotFoundError:
-        raise BudgetError(f"{path}: budgets file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise BudgetError(f"{path}: not valid TOML: {exc}") from None
-    lines, problems = text.splitlines(), []
-    unknown = sorted(set(raw) - {"budget", "regression"})
-    if unknown:
-        problems.append(f"unknown table(s) {', '.join(unknown)}; valid: [[budget]], [regression]")
-    budget_keys = [f.name for f in fields(Budget) if f.name != "line"]
-    budgets = []
-    for i, entry in enumerate(raw.get("budget", [])):
-        values = {}
-        for key, value in entry.items():
-            where = f"line {_line_of(lines, i, key)}: budget #{i + 1}"
-            if key not in budget_keys:
-                problems.append(f"{where}: unknown key {key!r}; valid: {', '.join(budget_keys)}")
-            elif key in ("target", "artifact"):
-                if not isinstance(value, str) or not value:
-                    problems.append(f"{where}: {key} = {value!r}: expected a name or glob string")
-                values[key] = value
-            elif isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                problems.append(f"{where}: {key} = {value!r}: expected a non-negative number")
-            else:
-                values[key] = float(value)
-        if not any(k in values for k in RULES) and "max_accuracy_drop" not in values:
-            problems.append(f"line {_line_of(lines, i)}: budget #{i + 1} sets no limit; add e.g. max_p95_ms")
-        budgets.append(Budget(**values, line=_line_of(lines, i)))
-    reg_raw = raw.get("regression", {})
-    reg_values = {}
-    for key, value in reg_raw.items():
-        if key == "inconclusive":
-            if value not in ("warn", "fail", "pass"):
-                problems.append(f"[regression] inconclusive = {value!r}: expected 'warn', 'fail' or 'pass'")
-            reg_values[key] = value
-        elif key in ("max_latency_increase", "max_accuracy_decrease"):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                problems.append(f"[regression] {key} = {value!r}: expected a non-negative fraction")
-            reg_values[key] = float(value) if isinstance(value, (int, float)) else value
-        else:
-            problems.append(f"[regression]: unknown key {key!r}; valid: max_latency_increase, max_accuracy_decrease, "
-                            "inconclusive")
-    if not budgets and not reg_raw:
-        problems.append("no [[budget]] entries and no [regression] table: nothing to check")
-    if problems:
-        raise BudgetError(f"{path}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
-    return budgets, Regression(**reg_values)
 
 
 def _matches(budget: Budget, result: dict) -> bool:
@@ -289,3 +198,15 @@ def exit_code(verdicts: list[Verdict], reg: Regression) -> int:
     if "inconclusive" in statuses:
         return {"fail": 1, "warn": 4, "pass": 0}[reg.inconclusive]
     return 0
+
+
+def load_report(path: Path) -> dict:
+    """A report.json to gate; BudgetError (exit 2) when it is not one."""
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BudgetError(f"{path}: not a readable report ({exc}); pass the report.json that `edgekd report` wrote") from None
+    if not isinstance(report, dict) or report.get("schema") != "edgekd.report/1" or not isinstance(report.get("results"), list):
+        schema = report.get("schema") if isinstance(report, dict) else type(report).__name__
+        raise BudgetError(f"{path}: schema {schema!r}, expected 'edgekd.report/1' with a results list")
+    return report

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgekd.fileio import write_npz
-from edgekd.pipeline.stage import StageContext, StageResult
+from edgekd.pipeline.stages.context import StageContext, StageResult
 
 
 def stratified_sample(y: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -28,7 +28,7 @@ def select_calibration(ctx: StageContext) -> StageResult:
     """Write `data/calibration.npz` (x float32 NCHW as runtimes see it, y, train-split indices)."""
     data = ctx.data
     idx = stratified_sample(data.y_train, ctx.cfg.export.calibration_samples, ctx.cfg.run.seed)
-    path = ctx.run_dir / "data" / "calibration.npz"
+    path = ctx.layout.calibration
     write_npz(path, x=data.x_train[idx], y=data.y_train[idx], train_indices=idx)
     counts = np.bincount(data.y_train[idx], minlength=data.num_classes)
     return StageResult([path], {"samples": int(len(idx)), "split": "train", "per_class": counts.tolist()})

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 from rich.table import Table
 
-from edgekd.pipeline.gate import Verdict
+from edgekd.pipeline.reporting.gate import Verdict
 
 _UNITS = {"max_size_kb": " KiB", "max_peak_rss_mb": " MB", "max_p50_ms": " ms", "max_p95_ms": " ms", "max_p99_ms": " ms"}
 _FRACTION = ("min_accuracy", "max_accuracy_drop", "max_accuracy_decrease", "max_latency_increase")

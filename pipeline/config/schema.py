@@ -1,20 +1,19 @@
 """The typed, frozen pipeline config: defaults live here and only here.
 
-A config is read from TOML, overridden with dotted `key=value` pairs, type-checked and validated;
-every problem (unknown key, wrong type, impossible value) is collected and raised at once.
+A config is read from TOML, overridden with dotted `key=value` pairs, type-checked (config.typed)
+and validated; every problem (unknown key, wrong type, impossible value) is raised at once.
 """
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Any, Literal
 
 import tomli_w
 
-from edgekd.models import check_arch
 from edgekd.errors import ConfigError
+from edgekd.pipeline.config.typed import apply_override, build, parse_override, read_toml
 
 
 @dataclass(frozen=True)
@@ -58,6 +57,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DistillConfig:
+    loss: str = "kd"  # a name in pipeline.training.losses.LOSSES
     temperature: float = 4.0
     alpha: float = 0.9  # weight of the soft (teacher) loss; 1 - alpha weighs the hard-label loss
     transfer_copies: int = 0  # jittered copies of the train split added to the transfer set
@@ -104,95 +104,10 @@ class PipelineConfig:
         return tomli_w.dumps(dataclasses.asdict(self))
 
 
-def _type_name(tp: Any) -> str:
-    if get_origin(tp) is Literal:
-        return " | ".join(repr(a) for a in get_args(tp))
-    if get_origin(tp) is tuple:
-        return f"a list of {_type_name(get_args(tp)[0])}"
-    if dataclasses.is_dataclass(tp):
-        return "a table"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
-
-
-def _convert(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
-    origin = get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            problems.append(f"{key}: expected a table, got {value!r}")
-            return tp()
-        return _build(tp, value, key, problems)
-    if origin is Literal:
-        if value not in get_args(tp):
-            problems.append(f"{key} = {value!r}: expected one of {_type_name(tp)}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            problems.append(f"{key} = {value!r}: expected {_type_name(tp)}")
-            return ()
-        return tuple(_convert(v, get_args(tp)[0], f"{key}[{i}]", problems) for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            problems.append(f"{key} = {value!r}: expected a table")
-            return {}
-        return dict(value)
-    ok = {bool: isinstance(value, bool),
-          int: isinstance(value, int) and not isinstance(value, bool),
-          float: isinstance(value, (int, float)) and not isinstance(value, bool),
-          str: isinstance(value, str)}[tp]
-    if not ok:
-        problems.append(f"{key} = {value!r}: expected {_type_name(tp)}")
-        return value
-    return float(value) if tp is float else value
-
-
-def _build(cls: type, raw: dict[str, Any], prefix: str, problems: list[str], base: Any = None) -> Any:
-    """`base` (default: `cls()`) with the keys of `raw` converted and applied; problems are appended."""
-    hints = get_type_hints(cls)
-    base = cls() if base is None else base
-    values = {}
-    for key, value in raw.items():
-        dotted = f"{prefix}.{key}" if prefix else key
-        if key not in hints:
-            problems.append(f"unknown key {dotted!r}; valid keys{' in [' + prefix + ']' if prefix else ''}: "
-                            f"{', '.join(hints)}")
-            continue
-        if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
-            # onto this field's own default, so e.g. [student] keeps its default arch
-            values[key] = _build(hints[key], value, dotted, problems, getattr(base, key))
-        else:
-            before = len(problems)
-            converted = _convert(value, hints[key], dotted, problems)
-            if len(problems) == before:  # a wrong value keeps the default so validation can still run
-                values[key] = converted
-    return dataclasses.replace(base, **values)
-
-
-def parse_override(item: str) -> tuple[list[str], Any]:
-    """Split `a.b=c` into (["a", "b"], value); the value is read as TOML, else taken as a string."""
-    key, sep, text = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError([f"--set {item!r}: expected KEY=VALUE, e.g. --set distill.temperature=8"], "--set")
-    try:
-        value = tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = text
-    return [p.strip() for p in key.split(".")], value
-
-
-def _apply_override(raw: dict[str, Any], path: list[str], value: Any, problems: list[str]) -> None:
-    node = raw
-    for i, part in enumerate(path[:-1]):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            problems.append(f"--set {'.'.join(path)}: {'.'.join(path[:i + 1])} is not a table")
-            return
-        node = child
-    node[path[-1]] = value
-
-
 def validate(cfg: PipelineConfig) -> list[str]:
     """Every impossible value in an otherwise well-typed config."""
-    from edgekd.pipeline.data import DATASETS  # data imports this module's types
+    from edgekd.models import check_arch  # imports torch: only when a config is validated
+    from edgekd.pipeline.data.datasets import DATASETS  # data imports this module's types
 
     p: list[str] = []
     if cfg.data.dataset not in DATASETS:
@@ -207,6 +122,10 @@ def validate(cfg: PipelineConfig) -> list[str]:
         p.append(f"data.image_size = {list(cfg.data.image_size)}: expected [height, width] of positive integers")
     if cfg.distill.temperature <= 0:
         p.append(f"distill.temperature = {cfg.distill.temperature}: must be > 0 (Hinton et al. use 1-20)")
+    from edgekd.pipeline.training.losses import LOSSES
+
+    if cfg.distill.loss not in LOSSES:
+        p.append(f"distill.loss = {cfg.distill.loss!r}: unknown; valid: {', '.join(LOSSES)}")
     if not 0 <= cfg.distill.alpha <= 1:
         p.append(f"distill.alpha = {cfg.distill.alpha}: must be in [0, 1]")
     for key in ("transfer_copies", "transfer_jitter"):
@@ -266,17 +185,12 @@ def load_config(path: Path | None, overrides: list[str] = ()) -> PipelineConfig:
     source = "config"
     if path is not None:
         source = str(path)
-        try:
-            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError([f"file not found; pass an existing config such as configs/digits.toml"], source)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError([f"not valid TOML: {exc}"], source)
+        raw, _ = read_toml(Path(path), "config file (pass an existing config such as configs/digits.toml)")
     problems: list[str] = []
     for item in overrides:
         keys, value = parse_override(item)
-        _apply_override(raw, keys, value, problems)
-    cfg = _build(PipelineConfig, raw, "", problems)
+        apply_override(raw, keys, value, problems)
+    cfg = build(PipelineConfig, raw, "", problems)
     problems += validate(cfg)
     if problems:
         raise ConfigError(problems, source + (" with --set overrides" if overrides else ""))

@@ -1,0 +1,132 @@
+"""Where everything in a run directory lives. No other module spells a run-directory path.
+
+    runs/<name>/
+      config.toml manifest.json metrics.json        the run's config, stage records, model metrics
+      teacher.pt baseline.pt student.pt              checkpoints (torch.load(weights_only=True))
+      data/eval.npz data/calibration.npz             the test split as runtimes see it; int8 calibration
+      export/<model><suffix> (+ .json sidecars)      e.g. export/student.int8.tflite
+      bench/<target>.json                            one agent result file per target
+      report.json report.md report.html plots/
+      students/<variant>/                            further students of the same teacher (sweeps):
+        student.pt baseline.pt export/ bench/ report.*   the same names, their own files
+
+A variant shares the root's teacher, data and calibration set; its stages are recorded in the root's
+manifest as "<stage>@<variant>".
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from edgekd.errors import UsageError
+
+MODELS = ("teacher", "baseline", "student")
+_VARIANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    root: Path
+    variant: str = ""
+
+    def __post_init__(self):
+        if self.variant and not _VARIANT.match(self.variant):
+            raise UsageError(f"variant name {self.variant!r}: use letters, digits and . _ = + - only")
+
+    def for_variant(self, variant: str) -> "RunLayout":
+        return replace(self, variant=variant)
+
+    @property
+    def home(self) -> Path:
+        """The directory of this variant's own files (the root for the default student)."""
+        return self.root / "students" / self.variant if self.variant else self.root
+
+    # -- the run as a whole
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".edgekd.lock"
+
+    @property
+    def eval_set(self) -> Path:
+        return self.root / "data" / "eval.npz"
+
+    @property
+    def calibration(self) -> Path:
+        return self.root / "data" / "calibration.npz"
+
+    def variants(self) -> list[str]:
+        folder = self.root / "students"
+        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+    # -- this variant's files
+    @property
+    def config(self) -> Path:
+        """The resolved config of this variant (the root's for the default student)."""
+        return self.home / "config.toml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.home / "metrics.json"
+
+    def checkpoint(self, model: str) -> Path:
+        if model not in MODELS:
+            raise UsageError(f"unknown model {model!r}; valid: {', '.join(MODELS)}")
+        return (self.root if model == "teacher" else self.home) / f"{model}.pt"
+
+    @property
+    def export_dir(self) -> Path:
+        return self.home / "export"
+
+    def export_file(self, model: str, fmt: str) -> Path:
+        from edgekd.export.formats import FORMATS
+
+        return self.export_dir / f"{model}{FORMATS[fmt].suffix}"
+
+    @staticmethod
+    def sidecar(model_file: Path) -> Path:
+        return model_file.with_name(model_file.name + ".json")
+
+    @property
+    def bench_dir(self) -> Path:
+        return self.home / "bench"
+
+    def bench_file(self, target: str) -> Path:
+        return self.bench_dir / f"{target}.json"
+
+    @property
+    def report_json(self) -> Path:
+        return self.home / "report.json"
+
+    @property
+    def report_md(self) -> Path:
+        return self.home / "report.md"
+
+    @property
+    def report_html(self) -> Path:
+        return self.home / "report.html"
+
+    @property
+    def plots(self) -> Path:
+        return self.home / "plots"
+
+    def resume_file(self, stage: str) -> Path:
+        return self.home / ".resume" / f"{stage}.pt"
+
+    # -- names as recorded in the manifest and reports
+    def rel(self, path: Path) -> str:
+        """`path` as reports name files: relative to this variant's home (e.g. export/student.onnx), or
+        to the root for the files a variant shares (teacher.pt)."""
+        return (path.relative_to(self.home) if path.is_relative_to(self.home) else path.relative_to(self.root)).as_posix()
+
+    def manifest_rel(self, path: Path) -> str:
+        """`path` relative to the run root, as the manifest records artifacts."""
+        return path.relative_to(self.root).as_posix()
+
+    def stage_key(self, stage: str) -> str:
+        return f"{stage}@{self.variant}" if self.variant else stage

@@ -1,0 +1,67 @@
+"""report.md: the run's headline, one table per target, and what each file really is."""
+from __future__ import annotations
+
+
+def rows(report: dict) -> dict[str, list[dict]]:
+    """Per target, one row per result with the derived columns the tables and plots show."""
+    arts = {a["file"]: a for a in report["artifacts"]}
+    models = report["models"]
+    out: dict[str, list[dict]] = {}
+    for r in report["results"]:
+        out.setdefault(r["target"], []).append(r)
+    table = {}
+    for target, results in out.items():
+        ref = next((r for r in results if r["artifact"] == "teacher.pt"), None)
+        teacher_size = models["teacher"]["params"] * 4  # fp32 weights: what the eager teacher carries
+        lines = []
+        for r in results:
+            a = arts.get(r["artifact"])
+            model = a["model"] if a else r["artifact"].removesuffix(".pt")
+            size = a["size_bytes"] if a else models.get(model, {}).get("params", 0) * 4
+            lines.append({
+                "artifact": r["artifact"], "model": model, "format": a["format"] if a else "pytorch",
+                "precision": a["precision"] if a else "fp32", "size_bytes": size,
+                "params": models.get(model, {}).get("params"), "macs": models.get(model, {}).get("macs"),
+                "p50": r["latency_ms"]["p50"], "p95": r["latency_ms"]["p95"], "ci": r["latency_ms"]["p50_ci95"],
+                "peak_rss_mb": r["peak_rss_mb"], "accuracy": r["accuracy"], "runtime": r["runtime"],
+                "d_acc": r["accuracy"] - models["teacher"]["accuracy"],
+                "speedup": ref["latency_ms"]["p50"] / r["latency_ms"]["p50"] if ref else None,
+                "size_ratio": teacher_size / size if size else None, "audit": a["audit"] if a else None,
+                "samples": r.get("samples_ms") or [],
+            })
+        table[target] = lines
+    return table
+
+
+def _fmt_ratio(v: float | None) -> str:
+    return f"{v:.1f}x" if v else "n/a"
+
+
+def markdown(report: dict) -> str:
+    ds, models = report["dataset"], report["models"]
+    out = [f"# edgekd report: {report['run']['name']}", "",
+           f"Dataset `{ds['name']}`: {ds['n_train']} train / {ds['n_test']} test images of shape {ds['input_shape']}, "
+           f"{ds['num_classes']} classes. Accuracy is measured by each row's runtime on `data/eval.npz`; latency is "
+           "single-sample (batch 1) after warm-up. Speed-up and size ratio are against the teacher's fp32 PyTorch "
+           "eager reference (size = its fp32 weights).", "",
+           "| model | arch | params | MACs | PyTorch accuracy |", "|---|---|---:|---:|---:|"]
+    out += [f"| {m} | {v['arch']} | {v['params']:,} | {v['macs']:,} | {v['accuracy']:.2%} |" for m, v in models.items()]
+    for target, lines in rows(report).items():
+        out += ["", f"## Target `{target}`", "",
+                "| artifact | format | precision | size KiB | params | MACs | p50 ms (95% CI across processes) | p95 ms | peak MB | "
+                "accuracy | Δ acc vs teacher | speed-up | size ratio |",
+                "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in lines:
+            out.append(f"| {r['artifact']} | {r['format']} | {r['precision']} | {r['size_bytes'] / 1024:,.1f} | "
+                       f"{r['params']:,} | {r['macs']:,} | {r['p50']:.4f} ({r['ci'][0]:.4f}-{r['ci'][1]:.4f}) | "
+                       f"{r['p95']:.4f} | {r['peak_rss_mb']:.0f} | {r['accuracy']:.2%} | {100 * r['d_acc']:+.2f} pts | "
+                       f"{_fmt_ratio(r['speedup'])} | {_fmt_ratio(r['size_ratio'])} |")
+    out += ["", "## What each file is (read back from the file)", "",
+            "| file | kind | weights | weight bits | activations | input | granularity | ops | ops computing in float |",
+            "|---|---|---|---:|---|---|---|---:|---|"]
+    for a in report["artifacts"]:
+        au = a["audit"]
+        out.append(f"| {a['file']} | {au['kind']} | {'/'.join(au['weight_dtypes'])} | {au.get('weight_bits') or '-'} | "
+                   f"{'/'.join(au['activation_dtypes'])} | {au['input_dtype']} | {au['granularity'] or '-'} | "
+                   f"{au['op_count']} | {', '.join(au.get('float_ops', [])) or 'none'} |")
+    return "\n".join(out) + "\n"

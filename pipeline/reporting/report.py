@@ -1,0 +1,134 @@
+"""`edgekd report`: report.json (schema edgekd.report/1), report.md and a self-contained report.html.
+
+Sizes and hashes are read from the files on disk, not copied from the manifest, so the report says
+what is there now. Results come from bench/<target>.json plus any files given with --add, which are
+merged into bench/<target>.json so that a later report keeps them.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+
+from edgekd import __version__
+from edgekd.errors import DataError
+from edgekd.fileio import sha256_file, write_json, write_text
+from edgekd.pipeline.layout import RunLayout
+from edgekd.pipeline.manifest import Manifest
+from edgekd.pipeline.reporting.markdown import markdown, rows
+
+log = logging.getLogger(__name__)
+
+RESULT_KEYS = ("artifact", "target", "sha256", "runtime", "runtime_version", "threads", "device", "latency_ms", "init_ms",
+               "first_ms", "peak_rss_mb", "rss_increase_mb", "accuracy", "accuracy_on", "n_eval", "started_at",
+               "ended_at", "samples_ms")
+
+
+def _read_results(path: Path) -> list[dict]:
+    try:
+        blob = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: not a readable results file ({exc}); expected bench/agent.py output") from exc
+    results = blob.get("results") if blob.get("schema") == "edgekd.bench/1" else [blob] if blob.get("schema") == "edgekd.result/1" else None
+    if results is None:
+        raise DataError(f"{path}: schema {blob.get('schema')!r}; expected 'edgekd.bench/1' or 'edgekd.result/1' "
+                        "(written by bench/agent.py)")
+    for r in results:
+        missing = [k for k in ("artifact", "target", "latency_ms", "accuracy") if k not in r]
+        if missing:
+            raise DataError(f"{path}: a result lacks {', '.join(missing)}")
+    return results
+
+
+def _run_files(layout: RunLayout) -> dict[str, str]:
+    """sha256 of every file a result may name (exported files, checkpoints), as the report names them."""
+    manifest = Manifest.load(layout.manifest)
+    names = {}
+    for key in (layout.stage_key("export"), "teacher", layout.stage_key("baseline"), layout.stage_key("student")):
+        for rel in manifest.stages.get(key, {}).get("outputs", []):
+            if not rel.endswith(".json"):
+                names[layout.rel(layout.root / rel)] = manifest.data["artifacts"][rel]["sha256"]
+    return names
+
+
+def _check_provenance(path: Path, results: list[dict], files: dict[str, str]) -> None:
+    """Refuse results measured on a file that is not this run's (another model, an older export)."""
+    problems = []
+    for r in results:
+        name, sha = r["artifact"], r.get("sha256")
+        if name not in files:
+            problems.append(f"{name}: not a file of this run (its files: {', '.join(sorted(files))})")
+        elif not sha:
+            problems.append(f"{name}: the result carries no sha256 of the file it measured (an older agent); "
+                            "re-measure with this run's bench/agent.py (edgekd pack bundles it)")
+        elif sha != files[name]:
+            problems.append(f"{name}: measured a file with sha256 {sha[:16]}..., but this run's {name} has "
+                            f"sha256 {files[name][:16]}...; measure this run's file (edgekd pack RUN_DIR -o B.zip)")
+    if problems:
+        raise DataError(f"{path}: {len(problems)} result(s) are not of this run:\n" +
+                        "\n".join(f"  - {p}" for p in problems))
+
+
+def merge_added(layout: RunLayout, added: list[Path]) -> None:
+    """Fold results measured elsewhere into bench/<target>.json (a re-measured artifact replaces the old row).
+
+    Every result must name a file of this run and carry that file's sha256; nothing is written otherwise.
+    """
+    files = _run_files(layout)
+    checked = [(path, _read_results(path)) for path in added]
+    for path, results in checked:
+        _check_provenance(path, results, files)
+    for path, results in checked:
+        by_target: dict[str, list[dict]] = {}
+        for r in results:
+            by_target.setdefault(r["target"], []).append(r)
+        for target, new in by_target.items():
+            dest = layout.bench_file(target)
+            old = _read_results(dest) if dest.exists() else []
+            new_names = {r["artifact"] for r in new}
+            merged = [r for r in old if r["artifact"] not in new_names] + new
+            write_json(dest, {"schema": "edgekd.bench/1", "target": target, "results": merged})
+            log.info("merged %d result(s) from %s into %s", len(new), path, dest)
+
+
+def build_report(layout: RunLayout) -> dict:
+    manifest = Manifest.load(layout.manifest)
+    stage = lambda name: manifest.stages.get(layout.stage_key(name) if name != "teacher" else name, {})  # noqa: E731
+    if not all(stage(s).get("status") == "done" for s in ("teacher", "student")):
+        raise DataError(f"{layout.home}: no trained teacher and student recorded; run `edgekd run CONFIG` first")
+    data = manifest.data["data"]
+    models = {m: {k: stage(m)["metrics"][k] for k in ("arch", "params", "macs", "accuracy")}
+              for m in ("teacher", "baseline", "student") if stage(m).get("status") == "done"}
+    artifacts = []
+    for a in stage("export").get("metrics", {}).get("artifacts", []):
+        file = layout.home / a["file"]
+        if not file.exists():
+            continue
+        artifacts.append({"file": a["file"], "model": a["model"], "format": a["format"], "precision": a["precision"],
+                          "size_bytes": file.stat().st_size, "sha256": sha256_file(file),
+                          "parity": {k: a["parity"][k] for k in ("top1_agreement", "max_abs_diff", "n")},
+                          "audit": a["audit"]})
+    results = []
+    for path in sorted(layout.bench_dir.glob("*.json")):
+        results += [{k: r.get(k) for k in RESULT_KEYS} for r in _read_results(path)]
+    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return {"schema": "edgekd.report/1",
+            "run": {"name": manifest.data.get("run"), "created": created, "config_hash": manifest.data.get("config_hash"),
+                    "edgekd_version": __version__},
+            "dataset": {"name": data["name"], "num_classes": data["num_classes"], "input_shape": data["input_shape"],
+                        "n_train": data["n_train"], "n_test": data["n_test"]},
+            "models": models, "artifacts": artifacts, "results": results}
+
+
+def write_report(layout: RunLayout, added: list[Path] = ()) -> list[Path]:
+    """Merge `added`, then write report.json, report.md, report.html (+ plots/)."""
+    from edgekd.pipeline.reporting.html import html_report
+
+    merge_added(layout, list(added))
+    report = build_report(layout)
+    write_json(layout.report_json, report)
+    md = markdown(report)
+    write_text(layout.report_md, md)
+    plots = html_report(report, rows(report), md, layout.report_html, layout.plots)
+    return [layout.report_json, layout.report_md, layout.report_html, *plots]

@@ -1,0 +1,103 @@
+"""What every stage receives (its paths, config, data, device) and returns, and the training steps the
+three training stages share."""
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from edgekd.models import ModelSpec, build_model, count_macs, count_params
+from edgekd.pipeline.config import ModelConfig, PipelineConfig
+from edgekd.pipeline.data import Dataset
+from edgekd.pipeline.layout import RunLayout
+from edgekd.pipeline.progress import SilentProgress, TrainProgress
+from edgekd.pipeline.training.checkpoint import save_checkpoint
+from edgekd.pipeline.training.fit import FitResult, Resume, accuracy, fit, jitter
+from edgekd.pipeline.training.losses import Loss
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageContext:
+    cfg: PipelineConfig
+    layout: RunLayout
+    device: torch.device
+    load_data: Callable[[], Dataset]
+    progress: Callable[[str], TrainProgress] = lambda label: SilentProgress()
+    resume_key: str = ""  # the running stage's config and input hashes; per-epoch state must match it
+    _data: Dataset | None = field(default=None, repr=False)
+
+    @property
+    def data(self) -> Dataset:
+        """The prepared dataset, loaded on first use (benchmarking and reporting never need it)."""
+        if self._data is None:
+            self._data = self.load_data()
+        return self._data
+
+    def tensors(self, split: str) -> tuple[Tensor, Tensor]:
+        x, y = getattr(self.data, f"x_{split}"), getattr(self.data, f"y_{split}")
+        return torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
+
+
+@dataclass
+class StageResult:
+    outputs: list[Path]
+    metrics: dict = field(default_factory=dict)
+
+
+def transfer_set(ctx: StageContext) -> tuple[Tensor, Tensor]:
+    """The train split plus `distill.transfer_copies` jittered copies of it (same for every seed-equal run).
+
+    The baseline trains on the same inputs with hard labels, so the only difference between baseline
+    and distilled student is the loss.
+    """
+    x, y = ctx.tensors("train")
+    d = ctx.cfg.distill
+    if d.transfer_copies == 0:
+        return x, y
+    gen = torch.Generator().manual_seed(ctx.cfg.run.seed + 1)
+    copies = [jitter(x, d.transfer_jitter, gen) for _ in range(d.transfer_copies)]
+    return torch.cat([x, *copies]), y.repeat(d.transfer_copies + 1)
+
+
+def new_model(ctx: StageContext, model_cfg: ModelConfig) -> tuple[nn.Module, ModelSpec]:
+    """Build a freshly seeded model: the same seed gives the same initial weights in every stage."""
+    spec = ModelSpec(model_cfg.arch, ctx.data.in_shape, ctx.data.num_classes, dict(model_cfg.kwargs))
+    torch.manual_seed(ctx.cfg.run.seed)
+    return build_model(spec).to(ctx.device), spec
+
+
+def evaluate(ctx: StageContext, model: nn.Module, spec: ModelSpec) -> dict:
+    """The facts every trained (or brought) model records: size, cost, test accuracy."""
+    x_test, y_test = ctx.tensors("test")
+    return {"arch": spec.arch, "kwargs": spec.kwargs, "params": count_params(model),
+            "macs": count_macs(model.cpu(), spec.in_shape), "accuracy": accuracy(model.to(ctx.device), x_test, y_test),
+            "n_test": len(y_test), "device": str(ctx.device)}
+
+
+def train_and_save(ctx: StageContext, name: str, model_cfg: ModelConfig, x: Tensor, y: Tensor, loss: Loss) -> StageResult:
+    """Train (resuming an interrupted run of the same stage), evaluate on the test split, write `<name>.pt`."""
+    model, spec = new_model(ctx, model_cfg)
+    x_val, y_val = ctx.tensors("val")
+    resume = Resume(ctx.layout.resume_file(name), ctx.resume_key)
+    start = time.perf_counter()
+    result: FitResult = fit(model, x, y, loss, x_val, y_val, model_cfg.train, ctx.cfg.run.seed, ctx.progress(name),
+                            resume)
+    train_seconds = time.perf_counter() - start
+    metrics = {**evaluate(ctx, model, spec), "val_accuracy": result.val_accuracy, "epochs": result.epochs,
+               "best_epoch": result.best_epoch, "resumed_from_epoch": result.resumed_from, "train_samples": len(x),
+               "train_seconds": round(train_seconds, 3),
+               "epoch_seconds_median": round(statistics.median(result.epoch_seconds), 4), **loss.metrics()}
+    path = ctx.layout.checkpoint(name)
+    save_checkpoint(path, model.cpu(), spec)
+    resume.path.unlink(missing_ok=True)
+    log.info("%s: test accuracy %.2f%% after %d epochs (%.1f s)", name, 100 * metrics["accuracy"],
+             result.epochs, train_seconds)
+    return StageResult([path], metrics)

@@ -1,0 +1,140 @@
+"""The export stage: every (model, format) in the config becomes a file under export/, with a sidecar.
+
+Each file is checked against its PyTorch model by the exporter before it is renamed into place;
+this stage then judges int8 files' accuracy drop (paired, `export.max_int8_drop`) and writes
+`<artifact>.json` beside each file: its input/output tensors, normalisation, labels, source
+checkpoint, parity, int8 check and audit.
+
+Files are cached one by one: a file whose checkpoint, calibration set and format options are
+unchanged (its sidecar's `cache_key`) is kept, so a failing file or a new `max_int8_drop` never
+re-converts the others.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgekd import __version__
+from edgekd.errors import CheckFailed
+from edgekd.export.audit import io_signature
+from edgekd.export.driver import export_model
+from edgekd.export.formats import FORMATS, ExportOptions
+from edgekd.export.parity import Parity, int8_drop_check
+from edgekd.fileio import sha256_file, sha256_json, write_json
+from edgekd.pipeline.stages.context import StageContext, StageResult
+from edgekd.pipeline.training.checkpoint import load_checkpoint
+
+log = logging.getLogger(__name__)
+
+SIDECAR_SCHEMA = "edgekd.sidecar/1"
+ARTIFACT_KEYS = ("file", "model", "format", "precision", "size_bytes", "sha256", "parity", "audit", "int8_check",
+                 "export_seconds")
+
+
+def _cache_key(fmt: str, ckpt_sha: str, calibration_sha: str, options: ExportOptions) -> str:
+    spec = FORMATS[fmt]
+    return sha256_json({"format": fmt, "checkpoint": ckpt_sha, "edgekd": __version__, "metadata": options.metadata,
+                        "calibration": calibration_sha if spec.precision == "int8" else None,
+                        "options": {k: getattr(options, k) for k in spec.options}})
+
+
+def _cached(path: Path, key: str) -> dict | None:
+    """The sidecar of a file exported earlier with the same inputs, if the file is still what it recorded."""
+    side = path.with_name(path.name + ".json")
+    try:
+        sidecar = json.loads(side.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if sidecar.get("cache_key") != key or not path.exists() or sha256_file(path) != sidecar.get("sha256"):
+        return None
+    return sidecar
+
+
+def _sidecar(ctx: StageContext, model: str, fmt: str, result, ckpt_sha: str, key: str, data_meta: dict) -> dict:
+    e, path = ctx.cfg.export, result.path
+    io = io_signature(path)
+    io["input"]["layout"] = result.layout
+    onnx = FORMATS[fmt].family == "onnx"
+    return {
+        "schema": SIDECAR_SCHEMA, "file": ctx.layout.rel(path), "model": model, "format": result.format,
+        "precision": result.precision, **io,
+        "normalization": {**json.loads(data_meta["edgekd.normalization"]), "formula": "x = (raw / pixel_max - mean) / std per channel, then int8 input "
+                                             "quantization with input.quantization when the input is int8"},
+        "labels": json.loads(data_meta["edgekd.labels"]),
+        "source_checkpoint": ctx.layout.rel(ctx.layout.checkpoint(model)), "source_checkpoint_sha256": ckpt_sha,
+        "calibration": ({"samples": e.calibration_samples, "split": "train",
+                         "method": e.onnx_calibration if onnx else "minmax",
+                         **({"reduce_range": e.onnx_reduce_range} if onnx else {})}
+                        if result.precision == "int8" else None),
+        "size_bytes": path.stat().st_size, "sha256": sha256_file(path), "cache_key": key,
+        "parity": result.parity.to_dict(), "audit": result.audit, "export_seconds": round(result.seconds, 2),
+    }
+
+
+def data_metadata(ctx: StageContext) -> dict[str, str]:
+    """What every exported file carries about its data (ONNX embeds it in metadata_props)."""
+    with np.load(ctx.layout.eval_set) as f:
+        norm = {"mean": f["mean"].tolist(), "std": f["std"].tolist(), "pixel_max": float(f["pixel_max"])}
+        labels = f["labels"].tolist()
+    return {"edgekd.labels": json.dumps(labels), "edgekd.normalization": json.dumps(norm)}
+
+
+def export_models(ctx: StageContext) -> StageResult:
+    """Export the configured models to the configured formats; fail (exit 1) on a significant int8 drop."""
+    layout, e = ctx.layout, ctx.cfg.export
+    with np.load(layout.eval_set) as f:
+        eval_x, eval_y = f["x"], f["y"]
+    with np.load(layout.calibration) as f:
+        calib_x = f["x"]
+    calibration_sha = sha256_file(layout.calibration)
+    data_meta = data_metadata(ctx)
+    outputs: list[Path] = []
+    artifacts, failures, reused = [], [], 0
+    for model_name in e.models:
+        ckpt = layout.checkpoint(model_name)
+        ckpt_sha = sha256_file(ckpt)
+        options = ExportOptions(eval_x, eval_y, calib_x, e.onnx_calibration, e.onnx_reduce_range, e.tflite_layout, e.opset,
+                                {"edgekd.model": model_name, **data_meta, "edgekd.source_checkpoint_sha256": ckpt_sha})
+        model = spec = None
+        for fmt in e.formats:
+            path = layout.export_file(model_name, fmt)
+            key = _cache_key(fmt, ckpt_sha, calibration_sha, options)
+            sidecar = _cached(path, key)
+            if sidecar is None:
+                if model is None:
+                    model, spec = load_checkpoint(ckpt)
+                result = export_model(fmt, model, torch.zeros(1, *spec.in_shape), path, options)
+                sidecar = _sidecar(ctx, model_name, fmt, result, ckpt_sha, key, data_meta)
+                log.info("export %s: %.1f KiB in %.1f s, accuracy %.2f%% (PyTorch %.2f%%), top-1 agreement %.2f%%, "
+                         "max |Δ| %.1e, %s", path.name, sidecar["size_bytes"] / 1024, result.seconds,
+                         100 * result.parity.accuracy, 100 * result.parity.reference_accuracy,
+                         100 * result.parity.top1_agreement, result.parity.max_abs_diff, result.audit["kind"])
+            else:
+                reused += 1
+                log.info("export %s: unchanged inputs, kept (sha256 %s...)", path.name, sidecar["sha256"][:12])
+            parity = Parity(**sidecar["parity"])
+            int8 = int8_drop_check(parity, e.max_int8_drop) if sidecar["precision"] == "int8" else None
+            sidecar["int8_check"] = int8.to_dict() if int8 else None
+            side_path = layout.sidecar(path)
+            if int8 and int8.failed:
+                path.unlink(missing_ok=True)
+                side_path.unlink(missing_ok=True)
+                failures.append(f"{path.name}: int8 accuracy {parity.accuracy:.2%} vs fp32 {parity.reference_accuracy:.2%}: "
+                                f"{int8.describe()}; allowed {100 * e.max_int8_drop:.2f} points. Try more calibration "
+                                "samples (export.calibration_samples) or another method (export.onnx_calibration = "
+                                "'entropy' or 'percentile'), or drop this format from export.formats")
+                continue
+            if int8 and int8.drop > e.max_int8_drop:
+                log.warning("%s: %s exceeds export.max_int8_drop = %.2f points, but this eval set cannot tell it "
+                            "from noise; kept", path.name, int8.describe(), 100 * e.max_int8_drop)
+            write_json(side_path, sidecar)
+            outputs += [path, side_path]
+            artifacts.append({k: sidecar[k] for k in ARTIFACT_KEYS})
+    if failures:
+        raise CheckFailed("export: int8 accuracy check failed (the other files are kept and will not be "
+                          "converted again):\n" + "\n".join(f"  - {f}" for f in failures))
+    return StageResult(outputs, {"artifacts": artifacts, "reused_files": reused})

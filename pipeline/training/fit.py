@@ -1,0 +1,210 @@
+"""The supervised training loop shared by teacher, baseline and distilled student.
+
+Data lives on the device as tensors and batches are drawn by index: for datasets of this size
+that is several times faster than a DataLoader, and every batch is reproducible from the seed.
+After every epoch the whole training state (weights, optimizer, schedule, random generators, best
+epoch so far) is written atomically to a resume file, so an interrupted stage continues at the
+epoch it was in and ends with the weights an uninterrupted run would have.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from edgekd.errors import MissingDependency
+from edgekd.fileio import write_bytes
+from edgekd.pipeline.config import TrainConfig
+from edgekd.pipeline.progress import SilentProgress, TrainProgress
+from edgekd.pipeline.training.losses import Loss
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitResult:
+    epochs: int
+    best_epoch: int
+    val_accuracy: float
+    history: list[dict] = field(default_factory=list)
+    resumed_from: int = 0  # the epoch an interrupted run had finished, 0 when trained from the start
+
+    @property
+    def epoch_seconds(self) -> list[float]:
+        return [h["seconds"] for h in self.history]
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where to keep the per-epoch state, and the key (config and input hashes) it must match."""
+
+    path: Path
+    key: str
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise MissingDependency("run.device = 'cuda' but torch sees no CUDA device (torch "
+                                f"{torch.__version__}); install a CUDA build of torch or set run.device = 'cpu'")
+    return torch.device(name)
+
+
+def jitter(x: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
+    """Shift every image by its own random (dy, dx) in [-max_shift, max_shift], edges replicated."""
+    if max_shift == 0:
+        return x
+    n, _, h, w = x.shape
+    side = 2 * max_shift + 1
+    padded = F.pad(x, (max_shift,) * 4, mode="replicate")
+    offsets = torch.randint(0, side * side, (n,), generator=generator).to(x.device)
+    out = torch.empty_like(x)
+    for key in offsets.unique().tolist():  # at most side² slices per batch instead of n
+        sel = (offsets == key).nonzero().squeeze(1)
+        dy, dx = divmod(key, side)
+        out[sel] = padded[sel, :, dy:dy + h, dx:dx + w]
+    return out
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: Tensor, batch_size: int = 1024) -> Tensor:
+    """Logits for every row of `x`, in eval mode, on x's device."""
+    model.eval()
+    return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
+    return (predict(model, x).argmax(1) == y).float().mean().item()
+
+
+def _optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
+                               weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _save_state(resume: Resume, epoch: int, modules: list[nn.Module], opt, sched, gen: torch.Generator,
+                best_state: dict, result: FitResult) -> None:
+    buf = io.BytesIO()
+    torch.save({"key": resume.key, "epoch": epoch, "modules": [m.state_dict() for m in modules],
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched else None,
+                "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "best_state": best_state,
+                "result": asdict(result)}, buf)
+    write_bytes(resume.path, buf.getvalue())
+
+
+def _load_state(resume: Resume | None) -> dict | None:
+    if resume is None or not resume.path.exists():
+        return None
+    try:
+        state = torch.load(resume.path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a resume file is a cache: unreadable means start again
+        log.warning("%s: unreadable resume state (%s); training from the start", resume.path, exc)
+        return None
+    if state.get("key") != resume.key:
+        log.info("%s: saved for another config or inputs; training from the start", resume.path)
+        return None
+    return state
+
+
+def fit(model: nn.Module, x: Tensor, y: Tensor, loss: Loss, x_val: Tensor, y_val: Tensor,
+        cfg: TrainConfig, seed: int, progress: TrainProgress | None = None, resume: Resume | None = None) -> FitResult:
+    """Train `model` in place on (x, y) and leave it holding the weights of its best validation epoch.
+
+    Args:
+        model: the network, already on x's device.
+        x, y: training inputs and labels (y drives only the reported train accuracy; `loss` receives
+            sample indices so it can look up labels or cached teacher outputs itself).
+        loss: what to minimise; its own modules (e.g. a hint regressor) train alongside the model and
+            its forward hooks are attached for the duration of training.
+        x_val, y_val: the validation split for model selection and early stopping.
+        cfg: optimizer, schedule, epochs, batch size, jitter, patience.
+        seed: seeds shuffling and jitter, so a run is reproducible.
+        progress: receives per-batch and per-epoch updates.
+        resume: where to keep the per-epoch state; an existing state with the same key is continued.
+    """
+    progress = progress or SilentProgress()
+    gen = torch.Generator().manual_seed(seed)
+    modules = [model, *loss.modules()]
+    opt = _optimizer([p for m in modules for p in m.parameters() if p.requires_grad], cfg)
+    steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    sched = (torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
+             if cfg.schedule == "cosine" else None)
+    result = FitResult(epochs=0, best_epoch=0, val_accuracy=-1.0)
+    best_state = copy.deepcopy(model.state_dict())
+    saved = _load_state(resume)
+    if saved:
+        for m, state in zip(modules, saved["modules"]):
+            m.load_state_dict(state)
+        opt.load_state_dict(saved["optimizer"])
+        if sched:
+            sched.load_state_dict(saved["scheduler"])
+        gen.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        best_state, result = saved["best_state"], FitResult(**saved["result"])
+        result.resumed_from = saved["epoch"]
+        log.info("resuming at epoch %d of %d (state saved after epoch %d)", saved["epoch"] + 1, cfg.epochs,
+                 saved["epoch"])
+    handles = loss.attach(model)
+    try:
+        for epoch in range(result.epochs + 1, cfg.epochs + 1):
+            if cfg.patience and result.best_epoch and epoch - 1 - result.best_epoch >= cfg.patience:
+                break  # an interrupted run had already stopped early
+            progress.epoch_start(epoch, cfg.epochs, len(x))
+            for m in modules:
+                m.train()
+            start = time.perf_counter()
+            order = torch.randperm(len(x), generator=gen).to(x.device)
+            loss_sum, correct = torch.zeros((), device=x.device), torch.zeros((), device=x.device)
+            for step in range(steps_per_epoch):
+                idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+                xb = jitter(x[idx], cfg.jitter, gen)
+                logits = model(xb)
+                value = loss(logits, xb, idx)
+                opt.zero_grad(set_to_none=True)
+                value.backward()
+                opt.step()
+                if sched:
+                    sched.step()
+                loss_sum += value.detach() * len(idx)
+                correct += (logits.detach().argmax(1) == y[idx]).sum()
+                progress.advance(len(idx), value.item() if step % 20 == 0 else None)
+            seconds = time.perf_counter() - start
+            val_acc = accuracy(model, x_val, y_val) if len(y_val) else float("nan")
+            stats = {"epoch": epoch, "loss": loss_sum.item() / len(x), "train_accuracy": correct.item() / len(x),
+                     "val_accuracy": val_acc, "seconds": seconds, "samples_per_s": len(x) / seconds}
+            result.history.append(stats)
+            progress.epoch_end(stats)
+            log.debug("epoch %d: %s", epoch, stats)
+            result.epochs = epoch
+            # ties go to the later epoch: small val splits tie often, and later epochs have seen a lower LR
+            stop = False
+            if not len(y_val) or val_acc >= result.val_accuracy:
+                result.val_accuracy, result.best_epoch = val_acc, epoch
+                best_state = copy.deepcopy(model.state_dict())
+            elif cfg.patience and epoch - result.best_epoch >= cfg.patience:
+                log.info("early stop at epoch %d: val accuracy has not improved for %d epochs", epoch, cfg.patience)
+                stop = True
+            if resume:
+                _save_state(resume, epoch, modules, opt, sched, gen, best_state, result)
+            if stop:
+                break
+    finally:
+        for handle in handles:
+            handle.remove()
+        progress.close()
+    model.load_state_dict(best_state)
+    return result

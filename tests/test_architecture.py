@@ -1,0 +1,93 @@
+"""Imports flow one way: read every module's imports from its source and check the layering.
+
+    edgekd (root: errors, fileio)  <-  models  <-  export  <-  pipeline
+                                   <-  bench (torch-free; agent.py imports nothing of edgekd)
+"""
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = {"edgekd": ROOT / "edgekd", "edgekd.pipeline": ROOT / "pipeline", "edgekd.export": ROOT / "export",
+            "edgekd.bench": ROOT / "bench", "edgekd.models": ROOT / "models"}
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for package, folder in PACKAGES.items():
+        for path in folder.rglob("*.py"):
+            if package == "edgekd" and path.parent != folder:
+                continue
+            parts = path.relative_to(folder).with_suffix("").parts
+            parts = parts[:-1] if parts[-1] == "__init__" else parts
+            found[".".join((package, *parts))] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _imports(path: Path, module_level_only: bool) -> set[str]:
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if module_level_only else list(ast.walk(tree))
+    if module_level_only:  # `if TYPE_CHECKING:` blocks never run
+        nodes = [n for n in nodes if not (isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test))]
+    names = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+    return names
+
+
+def _layer(module: str) -> str:
+    return next((p for p in sorted(PACKAGES, key=len, reverse=True) if module == p or module.startswith(p + ".")), "")
+
+
+ALLOWED = {  # layer -> edgekd layers it may import
+    "edgekd": {"edgekd"},
+    "edgekd.models": {"edgekd", "edgekd.models"},
+    "edgekd.bench": {"edgekd", "edgekd.bench"},
+    "edgekd.export": {"edgekd", "edgekd.export", "edgekd.bench", "edgekd.models"},
+    "edgekd.pipeline": set(PACKAGES),
+}
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_flow_one_way(module):
+    layer = _layer(module)
+    ours = {m for m in _imports(MODULES[module], module_level_only=False) if m.split(".")[0] == "edgekd"}
+    bad = sorted(m for m in ours if _layer(m) not in ALLOWED[layer])
+    assert not bad, f"{module} ({layer}) imports {bad}; allowed: {sorted(ALLOWED[layer])}"
+    if layer == "edgekd.bench":
+        assert not {m for m in _imports(MODULES[module], True) if m.split(".")[0] == "torch"}, \
+            f"{module} imports torch at module level; bench/ runs on devices without it"
+
+
+def test_the_agent_is_standalone():
+    imported = _imports(MODULES["edgekd.bench.agent"], module_level_only=False)
+    assert not [m for m in imported if m.split(".")[0] in ("edgekd", "torch")], imported
+
+
+def test_no_import_cycles_at_module_level():
+    graph = {m: {i for i in _imports(p, True) if i in MODULES} for m, p in MODULES.items()}
+    state: dict[str, int] = {}
+
+    def visit(m: str, trail: list[str]) -> None:
+        if state.get(m) == 1:
+            raise AssertionError("import cycle: " + " -> ".join(trail[trail.index(m):] + [m]))
+        if state.get(m) == 2:
+            return
+        state[m] = 1
+        for n in sorted(graph[m]):
+            visit(n, trail + [m])
+        state[m] = 2
+    for module in sorted(graph):
+        visit(module, [])
+
+
+def test_every_module_is_found():
+    assert {"edgekd.pipeline.cli", "edgekd.pipeline.stages.student", "edgekd.export.driver", "edgekd.bench.agent",
+            "edgekd.bench.targets", "edgekd.models.registry", "edgekd.errors"} <= set(MODULES)
