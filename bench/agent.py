@@ -319,6 +319,7 @@ class Job:
     artifact: str
     command: list[str]
     workers: list[dict] = field(default_factory=list)
+    skipped: str = ""  # why it could not be measured here (its runtime is not installed)
 
 
 def die_with_parent() -> None:
@@ -373,13 +374,28 @@ def merge(job: Job, target: str) -> dict:
 
 
 def run_jobs(jobs: list[Job], processes: int, target: str, progress=None, timeout: float | None = None) -> list[dict]:
-    """Measure every job in `processes` rounds, one fresh process per job and round; accuracy in round 1."""
+    """Measure every job in `processes` rounds, one fresh process per job and round; accuracy in round 1.
+
+    A job whose runtime is missing here (exit 3) is skipped with the reason and the others go on;
+    use `skipped_rows(jobs)` for them. Any other failure raises AgentError.
+    """
     for round_ in range(processes):
         for i, job in enumerate(jobs, 1):
+            if job.skipped:
+                continue
             if progress:
                 progress(f"[round {round_ + 1}/{processes}, {i}/{len(jobs)}] {job.artifact}")
-            job.workers.append(run_process([*job.command, *(["--accuracy"] if round_ == 0 else [])], timeout))
-    return [merge(job, target) for job in jobs]
+            try:
+                job.workers.append(run_process([*job.command, *(["--accuracy"] if round_ == 0 else [])], timeout))
+            except AgentError as exc:
+                if exc.exit_code != 3:
+                    raise
+                job.skipped = str(exc)
+    return [merge(job, target) for job in jobs if not job.skipped]
+
+
+def skipped_rows(jobs: list[Job]) -> list[dict]:
+    return [{"artifact": job.artifact, "reason": job.skipped} for job in jobs if job.skipped]
 
 
 def worker_command(model: Path, eval_path: Path | None, threads: int, timing: Timing) -> list[str]:
@@ -398,7 +414,11 @@ def model_job(model: Path, eval_path: Path | None, threads: int, timing: Timing)
 def measure_files(models: list[Path], eval_path: Path | None, threads: int, processes: int, timing: Timing,
                   target: str, progress=None) -> dict:
     jobs = [model_job(model, eval_path, threads, timing) for model in models]
-    return {"schema": BENCH_SCHEMA, "target": target, "results": run_jobs(jobs, processes, target, progress)}
+    results = run_jobs(jobs, processes, target, progress)
+    skipped = skipped_rows(jobs)
+    if skipped and not results:
+        raise AgentError("nothing could be measured: " + "; ".join(f"{s['artifact']}: {s['reason']}" for s in skipped), 3)
+    return {"schema": BENCH_SCHEMA, "target": target, "results": results, "skipped": skipped}
 
 
 def measure_bundle(bundle: Path, threads: int, processes: int, timing: Timing, target: str, progress=None) -> dict:
@@ -455,6 +475,8 @@ def main(argv: list[str] | None = None) -> int:
     except AgentError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    for row in result.get("skipped", []):
+        print(f"skipped {row['artifact']}: {row['reason']}", file=sys.stderr)
     _write(json.dumps(result, indent=None if args.worker else 2), args.output)
     return 0
 

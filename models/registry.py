@@ -46,6 +46,42 @@ class ModelSpec:
         return cls(d["arch"], tuple(d["in_shape"]), int(d["num_classes"]), dict(d["kwargs"]))
 
 
+def _load_file(path_text: str):
+    """A user model given as a file, 'path/to/file.py:ClassName': imported under a name of its own."""
+    import hashlib
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(path_text).expanduser().resolve()
+    if not path.is_file():
+        raise ModelError(f"user model file {path_text!r} not found")
+    name = f"edgekd_user_{path.stem}_{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            del sys.modules[name]
+            raise ModelError(f"user model file {path_text!r} fails to import: {type(exc).__name__}: {exc}") from exc
+    return sys.modules[name]
+
+
+def options_hint(arch: str) -> str:
+    """What `arch` takes, with defaults: the fix for most build failures."""
+    try:
+        fn = _resolve(arch)
+    except ModelError:
+        return ""
+    builtin = ":" not in arch
+    params = [p for n, p in inspect.signature(fn).parameters.items()
+              if not (builtin and n in ("in_shape", "num_classes")) and p.kind is not inspect.Parameter.VAR_KEYWORD]
+    shown = [f"{p.name}={p.default!r}" if p.default is not inspect.Parameter.empty else p.name for p in params]
+    return f"{arch!r} takes: {', '.join(shown) or 'no options'}"
+
+
 def _resolve(arch: str) -> Callable[..., nn.Module]:
     if ":" not in arch:
         if arch not in ARCHITECTURES:
@@ -53,11 +89,13 @@ def _resolve(arch: str) -> Callable[..., nn.Module]:
                              "or a user model as 'package.module:ClassName'")
         return ARCHITECTURES[arch]
     module_name, _, attr = arch.partition(":")
+    module = _load_file(module_name) if module_name.endswith(".py") else None
     try:
-        module = importlib.import_module(module_name)
+        module = module or importlib.import_module(module_name)
     except ImportError as exc:
         raise ModelError(f"cannot import module {module_name!r} for user model {arch!r} ({exc}); "
-                         "make it importable (pip install it or add it to PYTHONPATH)") from exc
+                         "make it importable (pip install it or add it to PYTHONPATH), or name the file: "
+                         "'path/to/file.py:ClassName'") from exc
     target = getattr(module, attr, None)
     if not callable(target):
         raise ModelError(f"module {module_name!r} has no class {attr!r}")

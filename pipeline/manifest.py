@@ -55,13 +55,19 @@ class Manifest:
             changed = sorted(k for k in set(entry["input_hashes"]) | set(input_hashes)
                              if entry["input_hashes"].get(k) != input_hashes.get(k))
             return f"input changed: {', '.join(changed)}"
-        for rel in entry["outputs"]:
+        problems = self.changed_files(stage)
+        return f"output {problems[0]}" if problems else None
+
+    def changed_files(self, stage: str) -> list[str]:
+        """The outputs `stage` recorded that are missing or differ from their recorded sha256."""
+        problems = []
+        for rel in self.stages.get(stage, {}).get("outputs", []):
             file = self.path.parent / rel
             if not file.exists():
-                return f"output {rel} missing"
-            if sha256_file(file) != self.data["artifacts"][rel]["sha256"]:
-                return f"output {rel} modified"
-        return None
+                problems.append(f"{rel} missing")
+            elif sha256_file(file) != self.data["artifacts"][rel]["sha256"]:
+                problems.append(f"{rel} modified (sha256 differs from the one recorded when it was written)")
+        return problems
 
     def start(self, stage: str) -> None:
         self.stages[stage] = {"status": "running", "started": _now()}

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgekd import __version__
-from edgekd.errors import UsageError
+from edgekd.errors import DataError, UsageError
 from edgekd.fileio import STALE_GLOB, sha256_file, sha256_json, write_json, write_text
 from edgekd.pipeline.config import PipelineConfig
 from edgekd.pipeline.layout import MODELS, RunLayout
@@ -52,13 +52,18 @@ def run_stages(layout: RunLayout, cfg: PipelineConfig, names: list[str], forced:
     for stage in (s for s in STAGES if s.name in names):
         key = _key(layout, stage.name)
         config_hash = sha256_json(stage.reads_config(cfg))
-        inputs = {"data": data_hash}
+        inputs = {"data": data_hash, **{f"file:{f}": sha256_file(Path(f)) for f in stage.reads_files(cfg)}}
         for need in stage.needs(cfg):
             inputs[need] = manifest.outputs_hash(_key(layout, need))
             if inputs[need] is None:
                 raise UsageError(f"stage {stage.name} needs the {need} stage's outputs, which this run has not "
                                  f"written; run without --until, or add {need!r} where the config lists it")
         reason = "forced" if stage.name in forced else manifest.why_stale(key, config_hash, inputs)
+        if reason is not None:  # about to read the needed stages' files: they must be what was recorded
+            changed = [p for need in stage.needs(cfg) for p in manifest.changed_files(_key(layout, need))]
+            if changed:
+                raise DataError(f"stage {stage.name} would read files that are not what this run wrote: "
+                                f"{'; '.join(changed)}. `edgekd run CONFIG --out {layout.root}` re-creates them")
         if reason is None:
             log.info("stage %s: up to date, skipped (config and inputs unchanged)", key)
             summary.skipped.append(stage.name)
@@ -112,6 +117,7 @@ def run_pipeline(cfg: PipelineConfig, run_dir: Path, until: str | None = None, f
     import torch
 
     from edgekd.pipeline.data import prepare, write_eval
+    from edgekd.pipeline.preflight import preflight
     from edgekd.pipeline.stages.context import StageContext
     from edgekd.pipeline.training.fit import pick_device
 
@@ -123,6 +129,7 @@ def run_pipeline(cfg: PipelineConfig, run_dir: Path, until: str | None = None, f
         torch.set_num_threads(cfg.run.threads)
     device = pick_device(cfg.run.device)
     data = prepare(cfg.data, cfg.run.seed)  # bad data fails before anything is written
+    preflight(cfg, data)  # and so do models that cannot be built on it
     layout.home.mkdir(parents=True, exist_ok=True)
     for stale in layout.root.rglob(STALE_GLOB):  # left by a killed write; never under a final name
         stale.unlink()

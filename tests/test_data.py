@@ -113,11 +113,33 @@ def test_folder_dataset(tmp_path):
     for c, v in (("cat", 10), ("dog", 200)):
         for i in range(10):
             _png(tmp_path / c / f"{i}.png", v + i)
-    ds = prepare(DataConfig(dataset="folder", path=str(tmp_path), grayscale=True, test_fraction=0.2), seed=0)
-    assert ds.labels == ["cat", "dog"] and ds.in_shape == (1, 6, 6)
+    ds = prepare(DataConfig(dataset="folder", path=str(tmp_path), test_fraction=0.2), seed=0)
+    assert ds.labels == ["cat", "dog"] and ds.in_shape == (1, 6, 6)  # gray PNGs: one channel, found by itself
     assert np.bincount(ds.y_test).tolist() == [2, 2]
-    rgb = prepare(DataConfig(dataset="folder", path=str(tmp_path), image_size=(4, 3)), seed=0)
+    rgb = prepare(DataConfig(dataset="folder", path=str(tmp_path), image_size=(4, 3), grayscale=False), seed=0)
     assert rgb.in_shape == (3, 4, 3)
+
+
+def test_folder_of_color_images_keeps_three_channels(tmp_path):
+    for c in ("a", "b"):
+        for i in range(4):
+            path = tmp_path / c / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((5, 5, 3), 40 * i, np.uint8)).save(path)
+    assert prepare(DataConfig(dataset="folder", path=str(tmp_path)), seed=0).in_shape == (3, 5, 5)
+
+
+@pytest.mark.parametrize("images_per_class, classes, needle", [
+    (1, ("cat", "dog"), "'cat' has 1; 'dog' has 1; each class needs at least 3"),
+    (10, ("cat",), "only one class ('cat')"),
+])
+def test_folder_too_small_to_split_is_a_data_error(tmp_path, images_per_class, classes, needle):
+    for c in classes:
+        for i in range(images_per_class):
+            _png(tmp_path / c / f"{i}.png", 10 * i)
+    with pytest.raises(DataError, match="") as err:
+        prepare(DataConfig(dataset="folder", path=str(tmp_path)), seed=0)
+    assert needle in str(err.value)
 
 
 def test_folder_empty_class_and_mixed_sizes(tmp_path):

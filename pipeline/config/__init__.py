@@ -1,6 +1,6 @@
 """The pipeline config: typed, frozen dataclasses read from TOML (`load_config`), defaults in one place."""
 from edgekd.pipeline.config.schema import (BenchConfig, DataConfig, DistillConfig, ExportConfig, ModelConfig,
-                                           PipelineConfig, RunConfig, TrainConfig, load_config, validate)
+                                           PipelineConfig, RunConfig, TeacherConfig, TrainConfig, load_config, validate)
 
 __all__ = ["BenchConfig", "DataConfig", "DistillConfig", "ExportConfig", "ModelConfig", "PipelineConfig", "RunConfig",
-           "TrainConfig", "load_config", "validate"]
+           "TeacherConfig", "TrainConfig", "load_config", "validate"]

@@ -32,7 +32,7 @@ class DataConfig:
     val_fraction: float = 0.1  # of what remains after the test split; used for early stopping
     layout: Literal["nchw", "nhwc"] = "nchw"  # npz only: layout of a rank-4 `x`
     image_size: tuple[int, ...] = ()  # folder only: (height, width) to resize to; () keeps the files' size
-    grayscale: bool = False  # folder only: convert images to one channel
+    grayscale: Literal["auto", True, False] = "auto"  # folder only: one channel; "auto": when every image is gray
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,13 @@ class ModelConfig:
     arch: str = "cnn"
     kwargs: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = TrainConfig()
+
+
+@dataclass(frozen=True)
+class TeacherConfig(ModelConfig):
+    # a teacher trained elsewhere: an edgekd .pt, a state dict (of `arch` with `kwargs`), a TorchScript
+    # file or a torch.export program (.pt2); the teacher stage then only evaluates it
+    checkpoint: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,7 +97,7 @@ class BenchConfig:
 class PipelineConfig:
     run: RunConfig = RunConfig()
     data: DataConfig = DataConfig()
-    teacher: ModelConfig = ModelConfig(arch="cnn")
+    teacher: TeacherConfig = TeacherConfig(arch="cnn")
     student: ModelConfig = ModelConfig(arch="mlp")
     distill: DistillConfig = DistillConfig()
     export: ExportConfig = ExportConfig()
@@ -196,4 +203,19 @@ def load_config(path: Path | None, overrides: list[str] = ()) -> PipelineConfig:
         raise ConfigError(problems, source + (" with --set overrides" if overrides else ""))
     if not cfg.run.name and path is not None:
         cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=Path(path).stem))
-    return cfg
+    return _absolute_paths(cfg)
+
+
+def _absolute_paths(cfg: PipelineConfig) -> PipelineConfig:
+    """Files the config names, resolved against the working directory, so the resolved config.toml
+    (and every worker process) finds them from anywhere."""
+    def absolute(text: str) -> str:
+        return str(Path(text).expanduser().resolve()) if text else text
+
+    def arch(text: str) -> str:  # "path/to/file.py:ClassName"
+        module, sep, name = text.partition(":")
+        return f"{absolute(module)}{sep}{name}" if sep and module.endswith(".py") else text
+    return dataclasses.replace(
+        cfg, data=dataclasses.replace(cfg.data, path=absolute(cfg.data.path)),
+        teacher=dataclasses.replace(cfg.teacher, checkpoint=absolute(cfg.teacher.checkpoint), arch=arch(cfg.teacher.arch)),
+        student=dataclasses.replace(cfg.student, arch=arch(cfg.student.arch)))

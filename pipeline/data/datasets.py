@@ -156,6 +156,23 @@ def load_npz(cfg: DataConfig) -> RawData:
     return RawData(np.ascontiguousarray(x), y, labels, str(path), pixel_max)
 
 
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+def _all_gray(files: list[Path]) -> bool:
+    """True when every image is stored as grayscale (its mode, read from the header only)."""
+    from PIL import Image, UnidentifiedImageError
+
+    for file in files:
+        try:
+            with Image.open(file) as img:
+                if img.mode not in GRAY_MODES:
+                    return False
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataError(f"{file}: unreadable image ({exc}); delete or replace it") from exc
+    return True
+
+
 def load_folder(cfg: DataConfig) -> RawData:
     from PIL import Image, UnidentifiedImageError
 
@@ -165,15 +182,19 @@ def load_folder(cfg: DataConfig) -> RawData:
     classes = sorted(p for p in root.iterdir() if p.is_dir())
     if not classes:
         raise DataError(f"{root}: no class sub-folders; expected e.g. {root}/cat/*.png, {root}/dog/*.png")
-    images, targets = [], []
-    for idx, folder in enumerate(classes):
+    files_by_class = []
+    for folder in classes:
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise DataError(f"{folder}: empty class (no {', '.join(IMAGE_SUFFIXES)} files); add images or remove the folder")
+        files_by_class.append(files)
+    gray = cfg.grayscale if cfg.grayscale != "auto" else _all_gray([f for files in files_by_class for f in files])
+    images, targets = [], []
+    for idx, files in enumerate(files_by_class):
         for file in files:
             try:
                 with Image.open(file) as img:
-                    img = img.convert("L" if cfg.grayscale else "RGB")
+                    img = img.convert("L" if gray else "RGB")
                     if cfg.image_size:
                         img = img.resize((cfg.image_size[1], cfg.image_size[0]), Image.BILINEAR)
                     arr = np.asarray(img, dtype=np.float32) / 255.0
@@ -233,16 +254,30 @@ def _stratified(y: np.ndarray, fraction: float, rng: np.random.Generator) -> tup
     rest, held = [], []
     for c in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == c))
-        k = min(int(round(fraction * len(idx))), len(idx) - 1)
+        k = min(max(1, int(round(fraction * len(idx)))) if fraction > 0 else 0, len(idx) - 1)
         held.append(idx[:k])
         rest.append(idx[k:])
     return np.sort(np.concatenate(rest)), np.sort(np.concatenate(held))
+
+
+def _check_splittable(raw: RawData, cfg: DataConfig) -> None:
+    """Every class needs a sample in every split it is divided into, and a classifier needs two classes."""
+    if len(raw.labels) < 2:
+        raise DataError(f"{raw.source}: only one class ({raw.labels[0]!r}); a classifier needs at least two")
+    splits = ["train"] + (["validation"] if cfg.val_fraction > 0 else []) + (["test"] if raw.x_test is None else [])
+    counts = np.bincount(raw.y, minlength=len(raw.labels))
+    short = [f"{raw.labels[c]!r} has {n}" for c, n in enumerate(counts) if n < len(splits)]
+    if short:
+        raise DataError(f"{raw.source}: too few samples per class to split into {', '.join(splits)}: "
+                        f"{'; '.join(short[:5])}{' ...' if len(short) > 5 else ''}; each class needs at least "
+                        f"{len(splits)}; add samples (or set data.val_fraction = 0)")
 
 
 def prepare(cfg: DataConfig, seed: int) -> Dataset:
     """Load, check, split (stratified, by `seed`) and normalise (train statistics) one dataset."""
     raw = DATASETS[cfg.dataset].loader(cfg)
     check(raw.x, raw.y, len(raw.labels), raw.source)
+    _check_splittable(raw, cfg)
     rng = np.random.default_rng(seed)
     if raw.x_test is not None:
         check(raw.x_test, raw.y_test, len(raw.labels), raw.source + " (test files)")

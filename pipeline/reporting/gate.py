@@ -21,6 +21,7 @@ from typing import Literal
 
 from edgekd.errors import BudgetError
 from edgekd.pipeline.reporting.budgets import Budget, Regression
+from edgekd.pipeline.reporting.schema import report_problems
 
 Status = Literal["pass", "fail", "inconclusive"]
 
@@ -204,9 +205,10 @@ def load_report(path: Path) -> dict:
     """A report.json to gate; BudgetError (exit 2) when it is not one."""
     try:
         report = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise BudgetError(f"{path}: not a readable report ({exc}); pass the report.json that `edgekd report` wrote") from None
-    if not isinstance(report, dict) or report.get("schema") != "edgekd.report/1" or not isinstance(report.get("results"), list):
-        schema = report.get("schema") if isinstance(report, dict) else type(report).__name__
-        raise BudgetError(f"{path}: schema {schema!r}, expected 'edgekd.report/1' with a results list")
+    problems = report_problems(report)
+    if problems:
+        raise BudgetError(f"{path}: not a valid report, {len(problems)} problem(s):\n" +
+                          "\n".join(f"  - {p}" for p in problems[:20]) + ("\n  ..." if len(problems) > 20 else ""))
     return report

@@ -1,6 +1,8 @@
 """report.md: the run's headline, one table per target, and what each file really is."""
 from __future__ import annotations
 
+from edgekd.pipeline.console import distillation_headline, fmt_ms, fmt_pct, fmt_points
+
 
 def rows(report: dict) -> dict[str, list[dict]]:
     """Per target, one row per result with the derived columns the tables and plots show."""
@@ -23,7 +25,8 @@ def rows(report: dict) -> dict[str, list[dict]]:
                 "precision": a["precision"] if a else "fp32", "size_bytes": size,
                 "params": models.get(model, {}).get("params"), "macs": models.get(model, {}).get("macs"),
                 "p50": r["latency_ms"]["p50"], "p95": r["latency_ms"]["p95"], "ci": r["latency_ms"]["p50_ci95"],
-                "peak_rss_mb": r["peak_rss_mb"], "accuracy": r["accuracy"], "runtime": r["runtime"],
+                "peak_rss_mb": r["peak_rss_mb"], "rss_increase_mb": r.get("rss_increase_mb"),
+                "accuracy": r["accuracy"], "runtime": r["runtime"],
                 "d_acc": r["accuracy"] - models["teacher"]["accuracy"],
                 "speedup": ref["latency_ms"]["p50"] / r["latency_ms"]["p50"] if ref else None,
                 "size_ratio": teacher_size / size if size else None, "audit": a["audit"] if a else None,
@@ -39,23 +42,36 @@ def _fmt_ratio(v: float | None) -> str:
 
 def markdown(report: dict) -> str:
     ds, models = report["dataset"], report["models"]
-    out = [f"# edgekd report: {report['run']['name']}", "",
-           f"Dataset `{ds['name']}`: {ds['n_train']} train / {ds['n_test']} test images of shape {ds['input_shape']}, "
-           f"{ds['num_classes']} classes. Accuracy is measured by each row's runtime on `data/eval.npz`; latency is "
-           "single-sample (batch 1) after warm-up. Speed-up and size ratio are against the teacher's fp32 PyTorch "
-           "eager reference (size = its fp32 weights).", "",
-           "| model | arch | params | MACs | PyTorch accuracy |", "|---|---|---:|---:|---:|"]
-    out += [f"| {m} | {v['arch']} | {v['params']:,} | {v['macs']:,} | {v['accuracy']:.2%} |" for m, v in models.items()]
+    out = [f"# edgekd report: {report['run']['name']}", ""]
+    headline = distillation_headline(models)
+    if headline:
+        out += [f"**{headline[0].upper() + headline[1:]}.**", ""]
+    out += [f"Dataset `{ds['name']}`: {ds['n_train']} train / {ds['n_test']} test images of shape {ds['input_shape']}, "
+            f"{ds['num_classes']} classes. Accuracy is measured by each row's runtime on `data/eval.npz`; latency is "
+            "single-sample (batch 1) after warm-up, p50 with the range of the per-process medians. Memory is the peak "
+            "of a process that loaded and ran the model, and in brackets how much of it the model added. Speed-up "
+            "and size ratio are against the teacher's fp32 PyTorch eager reference (size = its fp32 weights).", "",
+            "| model | arch | params | MACs | PyTorch accuracy |", "|---|---|---:|---:|---:|"]
+    out += [f"| {m} | {v['arch']} | {v['params']:,} | {v['macs']:,} | {fmt_pct(v['accuracy'])} |" for m, v in models.items()]
+    skipped: dict[str, list[dict]] = {}
+    for row in report.get("skipped", []):
+        skipped.setdefault(row["target"], []).append(row)
     for target, lines in rows(report).items():
         out += ["", f"## Target `{target}`", "",
-                "| artifact | format | precision | size KiB | params | MACs | p50 ms (95% CI across processes) | p95 ms | peak MB | "
-                "accuracy | Δ acc vs teacher | speed-up | size ratio |",
+                "| artifact | format | precision | size KiB | params | MACs | p50 (per-process range) | p95 | "
+                "peak MB (model) | accuracy | Δ acc vs teacher | speed-up | size ratio |",
                 "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in lines:
+            memory = f"{r['peak_rss_mb']:.0f}" + (f" (+{r['rss_increase_mb']:.1f})" if r["rss_increase_mb"] is not None else "")
             out.append(f"| {r['artifact']} | {r['format']} | {r['precision']} | {r['size_bytes'] / 1024:,.1f} | "
-                       f"{r['params']:,} | {r['macs']:,} | {r['p50']:.4f} ({r['ci'][0]:.4f}-{r['ci'][1]:.4f}) | "
-                       f"{r['p95']:.4f} | {r['peak_rss_mb']:.0f} | {r['accuracy']:.2%} | {100 * r['d_acc']:+.2f} pts | "
-                       f"{_fmt_ratio(r['speedup'])} | {_fmt_ratio(r['size_ratio'])} |")
+                       f"{_fmt_count(r['params'])} | {_fmt_count(r['macs'])} | {fmt_ms(r['p50'])} "
+                       f"({fmt_ms(r['ci'][0])}–{fmt_ms(r['ci'][1])}) | {fmt_ms(r['p95'])} | {memory} | "
+                       f"{fmt_pct(r['accuracy'])} | {fmt_points(r['d_acc'])} | {_fmt_ratio(r['speedup'])} | "
+                       f"{_fmt_ratio(r['size_ratio'])} |")
+        for row in skipped.pop(target, []):
+            out.append(f"\nNot measured on `{target}`: {row['artifact']} ({row['reason']}).")
+    for target, missed in skipped.items():
+        out += ["", f"## Target `{target}`", ""] + [f"Not measured: {row['artifact']} ({row['reason']})." for row in missed]
     out += ["", "## What each file is (read back from the file)", "",
             "| file | kind | weights | weight bits | activations | input | granularity | ops | ops computing in float |",
             "|---|---|---|---:|---|---|---|---:|---|"]
@@ -65,3 +81,7 @@ def markdown(report: dict) -> str:
                    f"{'/'.join(au['activation_dtypes'])} | {au['input_dtype']} | {au['granularity'] or '-'} | "
                    f"{au['op_count']} | {', '.join(au.get('float_ops', [])) or 'none'} |")
     return "\n".join(out) + "\n"
+
+
+def _fmt_count(v: int | None) -> str:
+    return "-" if v is None else f"{v:,}"

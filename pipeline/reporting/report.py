@@ -17,6 +17,7 @@ from edgekd.fileio import sha256_file, write_json, write_text
 from edgekd.pipeline.layout import RunLayout
 from edgekd.pipeline.manifest import Manifest
 from edgekd.pipeline.reporting.markdown import markdown, rows
+from edgekd.pipeline.reporting.schema import bench_file_problems
 
 log = logging.getLogger(__name__)
 
@@ -25,20 +26,18 @@ RESULT_KEYS = ("artifact", "target", "sha256", "runtime", "runtime_version", "th
                "ended_at", "samples_ms")
 
 
-def _read_results(path: Path) -> list[dict]:
+def read_bench(path: Path) -> tuple[list[dict], list[dict]]:
+    """The results and skipped rows of an agent output file; DataError (exit 2) listing every problem."""
     try:
         blob = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not a readable results file ({exc}); expected bench/agent.py output") from exc
-    results = blob.get("results") if blob.get("schema") == "edgekd.bench/1" else [blob] if blob.get("schema") == "edgekd.result/1" else None
-    if results is None:
-        raise DataError(f"{path}: schema {blob.get('schema')!r}; expected 'edgekd.bench/1' or 'edgekd.result/1' "
-                        "(written by bench/agent.py)")
-    for r in results:
-        missing = [k for k in ("artifact", "target", "latency_ms", "accuracy") if k not in r]
-        if missing:
-            raise DataError(f"{path}: a result lacks {', '.join(missing)}")
-    return results
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable results file ({type(exc).__name__}: {exc}); expected "
+                        "bench/agent.py output") from None
+    results, skipped, problems = bench_file_problems(blob)
+    if problems:
+        raise DataError(f"{path}: not a valid results file, {len(problems)} problem(s):\n" +
+                        "\n".join(f"  - {p}" for p in problems[:20]) + ("\n  ..." if len(problems) > 20 else ""))
+    return results, skipped
 
 
 def _run_files(layout: RunLayout) -> dict[str, str]:
@@ -56,12 +55,9 @@ def _check_provenance(path: Path, results: list[dict], files: dict[str, str]) ->
     """Refuse results measured on a file that is not this run's (another model, an older export)."""
     problems = []
     for r in results:
-        name, sha = r["artifact"], r.get("sha256")
+        name, sha = r["artifact"], r["sha256"]
         if name not in files:
             problems.append(f"{name}: not a file of this run (its files: {', '.join(sorted(files))})")
-        elif not sha:
-            problems.append(f"{name}: the result carries no sha256 of the file it measured (an older agent); "
-                            "re-measure with this run's bench/agent.py (edgekd pack bundles it)")
         elif sha != files[name]:
             problems.append(f"{name}: measured a file with sha256 {sha[:16]}..., but this run's {name} has "
                             f"sha256 {files[name][:16]}...; measure this run's file (edgekd pack RUN_DIR -o B.zip)")
@@ -76,19 +72,19 @@ def merge_added(layout: RunLayout, added: list[Path]) -> None:
     Every result must name a file of this run and carry that file's sha256; nothing is written otherwise.
     """
     files = _run_files(layout)
-    checked = [(path, _read_results(path)) for path in added]
-    for path, results in checked:
+    checked = [(path, *read_bench(path)) for path in added]
+    for path, results, _ in checked:
         _check_provenance(path, results, files)
-    for path, results in checked:
-        by_target: dict[str, list[dict]] = {}
-        for r in results:
-            by_target.setdefault(r["target"], []).append(r)
+    for path, results, skipped in checked:
+        target_of_file = {r["target"] for r in results}
+        by_target: dict[str, list[dict]] = {t: [r for r in results if r["target"] == t] for t in target_of_file}
         for target, new in by_target.items():
             dest = layout.bench_file(target)
-            old = _read_results(dest) if dest.exists() else []
-            new_names = {r["artifact"] for r in new}
-            merged = [r for r in old if r["artifact"] not in new_names] + new
-            write_json(dest, {"schema": "edgekd.bench/1", "target": target, "results": merged})
+            old, old_skipped = read_bench(dest) if dest.exists() else ([], [])
+            names = {r["artifact"] for r in new}
+            merged = [r for r in old if r["artifact"] not in names] + new
+            kept_skips = [s for s in old_skipped if s["artifact"] not in names] + (skipped if len(by_target) == 1 else [])
+            write_json(dest, {"schema": "edgekd.bench/1", "target": target, "results": merged, "skipped": kept_skips})
             log.info("merged %d result(s) from %s into %s", len(new), path, dest)
 
 
@@ -109,16 +105,18 @@ def build_report(layout: RunLayout) -> dict:
                           "size_bytes": file.stat().st_size, "sha256": sha256_file(file),
                           "parity": {k: a["parity"][k] for k in ("top1_agreement", "max_abs_diff", "n")},
                           "audit": a["audit"]})
-    results = []
+    results, skipped = [], []
     for path in sorted(layout.bench_dir.glob("*.json")):
-        results += [{k: r.get(k) for k in RESULT_KEYS} for r in _read_results(path)]
+        rows, missed = read_bench(path)
+        results += [{k: r.get(k) for k in RESULT_KEYS} for r in rows]
+        skipped += [{"target": path.stem, **s} for s in missed]
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     return {"schema": "edgekd.report/1",
             "run": {"name": manifest.data.get("run"), "created": created, "config_hash": manifest.data.get("config_hash"),
                     "edgekd_version": __version__},
             "dataset": {"name": data["name"], "num_classes": data["num_classes"], "input_shape": data["input_shape"],
                         "n_train": data["n_train"], "n_test": data["n_test"]},
-            "models": models, "artifacts": artifacts, "results": results}
+            "models": models, "artifacts": artifacts, "results": results, "skipped": skipped}
 
 
 def write_report(layout: RunLayout, added: list[Path] = ()) -> list[Path]:

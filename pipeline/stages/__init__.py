@@ -1,12 +1,13 @@
 """The stage table: every stage of `edgekd run`, in order, with what it reads and what it writes.
 
-    Stage(name, run, reads_config, needs, shared)
+    Stage(name, run, reads_config, needs, shared, reads_files)
 
 `run` is "module:function" in this package (imported only when the stage runs, so commands that
 never train never import torch). `reads_config` is the part of the config the stage's result
 depends on: its hash decides whether the stage is fresh. `needs` names the stages whose outputs it
 reads: their recorded output hashes are its input hashes, and `--force` propagates along them.
 `shared` stages write files every student variant of the run uses (the teacher, the calibration set).
+`reads_files` names files outside the run (a teacher trained elsewhere): their sha256 are inputs too.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ class Stage:
     reads_config: Callable[[PipelineConfig], dict]
     needs: Callable[[PipelineConfig], tuple[str, ...]]
     shared: bool = False
+    reads_files: Callable[[PipelineConfig], tuple[str, ...]] = lambda c: ()
 
     def function(self) -> Callable:
         module, _, fn = self.run.partition(":")
@@ -48,7 +50,7 @@ class Stage:
 
 STAGES: tuple[Stage, ...] = (
     Stage("teacher", "teacher:train_teacher", lambda c: {**_training(c), **c.section("teacher")},
-          lambda c: (), shared=True),
+          lambda c: (), shared=True, reads_files=lambda c: (c.teacher.checkpoint,) if c.teacher.checkpoint else ()),
     Stage("baseline", "baseline:train_baseline", lambda c: {**_training(c), **c.section("student"), **_transfer(c)},
           lambda c: ()),
     Stage("student", "student:train_student", lambda c: {**_training(c), **c.section("student", "distill")},

@@ -40,9 +40,100 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, ModelSpec]:
     except (RuntimeError, KeyError, TypeError, EOFError, OSError, pickle.UnpicklingError, ValueError) as exc:
         raise DataError(f"{path}: not a readable edgekd checkpoint ({type(exc).__name__}); re-create it with "
                         "`edgekd run CONFIG --force STAGE` for the stage that writes it") from None
+    if "program" in blob:  # a teacher brought as TorchScript or torch.export
+        return _load_program(blob["program_format"], blob["program"]), spec
     try:
         model = build_model(spec)
         model.load_state_dict(blob["state_dict"])
     except (ModelError, RuntimeError) as exc:
         raise DataError(f"{path}: cannot rebuild its {spec.arch!r} model ({exc})") from exc
     return model.eval(), spec
+
+
+# -- teachers trained elsewhere (teacher.checkpoint)
+
+class BatchOfOnes(nn.Module):
+    """Runs a program exported for one sample at a time on a batch, row by row (training and
+    evaluation batch; a device runs one sample at a time anyway)."""
+
+    def __init__(self, program: nn.Module):
+        super().__init__()
+        self.program = program
+
+    def forward(self, x):
+        if x.shape[0] == 1:
+            return self.program(x)
+        return torch.cat([self.program(x[i:i + 1]) for i in range(x.shape[0])])
+
+
+def model_file_format(path: Path) -> str:
+    """"edgekd", "state_dict", "torchscript" or "torch.export", from the file's contents."""
+    import zipfile
+
+    try:
+        names = zipfile.ZipFile(path).namelist() if zipfile.is_zipfile(path) else []
+    except (OSError, zipfile.BadZipFile):
+        names = []
+    if any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names):
+        return "torchscript"
+    if any(n.endswith(("models/model.json", "serialized_exported_program.json")) for n in names):
+        return "torch.export"
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DataError(f"teacher.checkpoint = {str(path)!r}: file not found") from None
+    except Exception as exc:  # torch.load raises many types for files that are not what they claim
+        raise DataError(f"teacher.checkpoint = {str(path)!r}: not an edgekd checkpoint, state dict, TorchScript "
+                        f"or torch.export (.pt2) file ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
+    if isinstance(blob, dict) and blob.get("format") == FORMAT:
+        return "edgekd"
+    state = blob.get("state_dict", blob) if isinstance(blob, dict) else None
+    if isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
+        return "state_dict"
+    raise DataError(f"teacher.checkpoint = {str(path)!r}: a torch file, but neither an edgekd checkpoint nor a state "
+                    "dict of tensors; save `model.state_dict()`, or a TorchScript or torch.export (.pt2) file")
+
+
+def _load_program(kind: str, data: bytes) -> nn.Module:
+    if kind == "torchscript":
+        return torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
+    program = torch.export.load(io.BytesIO(data))
+    module = program.module()
+    try:
+        module(torch.zeros(2, *program.example_inputs[0][0].shape[1:]))
+        return module
+    except Exception:  # exported for a fixed batch of one (the usual torch.export(model, (x,)) call)
+        return BatchOfOnes(module)
+
+
+def read_teacher(path: Path, spec: ModelSpec) -> tuple[nn.Module, str, ModelSpec]:
+    """The model in `path` (any of the four formats), its format and spec (an edgekd file's own). `spec` (teacher.arch, kwargs and
+    the data's shape) rebuilds a plain state dict. Loads with weights_only=True except TorchScript and
+    torch.export files, whose loaders read code and graphs, not pickles (only load files you trust)."""
+    kind = model_file_format(path)
+    if kind == "edgekd":
+        model, own = load_checkpoint(path)
+        return model, kind, own
+    if kind == "state_dict":
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        model = build_model(spec)
+        try:
+            model.load_state_dict(blob.get("state_dict", blob))
+        except RuntimeError as exc:
+            raise ModelError(f"teacher.checkpoint = {str(path)!r} does not fit teacher.arch = {spec.arch!r} with "
+                             f"kwargs {spec.kwargs}: {str(exc).splitlines()[0]}; set the arch and kwargs it was "
+                             "trained with") from None
+        return model.eval(), kind, spec
+    try:
+        return _load_program(kind, path.read_bytes()), kind, ModelSpec(kind, spec.in_shape, spec.num_classes, {})
+    except Exception as exc:  # the loaders raise many types for damaged files
+        raise DataError(f"teacher.checkpoint = {str(path)!r}: not a loadable {kind} file ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:160]})") from None
+
+
+def save_program_checkpoint(path: Path, kind: str, source: Path, spec: ModelSpec) -> None:
+    """teacher.pt for a TorchScript or torch.export teacher: the program's bytes inside an edgekd
+    checkpoint, so the run directory stays self-contained and loadable with weights_only=True."""
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, "spec": spec.to_dict(), "program_format": kind, "program": source.read_bytes()}, buf)
+    write_bytes(path, buf.getvalue())

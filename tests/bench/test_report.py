@@ -94,7 +94,7 @@ def test_add_refuses_a_result_measured_on_another_file(bench_run, tmp_path, caps
     row = json.loads((bench_run / "bench" / "local.json").read_text())["results"][0]
     cases = [({**row, "artifact": "export/student.int8.tflite", "sha256": onnx_sha}, [onnx_sha[:16], tflite_sha[:16]]),
              ({**row, "artifact": "export/teacher.tflite"}, ["not a file of this run"]),
-             ({k: v for k, v in row.items() if k != "sha256"}, ["carries no sha256"])]
+             ({k: v for k, v in row.items() if k != "sha256"}, ["sha256: expected the sha256 of the measured file"])]
     for i, (bad, needles) in enumerate(cases):
         path = tmp_path / f"other{i}.json"
         path.write_text(json.dumps({"schema": "edgekd.bench/1", "target": "pi9", "results": [{**bad, "target": "pi9"}]}))

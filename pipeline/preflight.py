@@ -1,0 +1,64 @@
+"""Checks that run before any stage: every model the run will use is built (or loaded) on the real input
+shape, so wrong options, a wrong output size or a teacher file that does not fit exit 2 naming the key,
+not after the teacher has trained for ten minutes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from edgekd.errors import ConfigError, DataError, ModelError
+from edgekd.models import ModelSpec, build_model
+from edgekd.models.registry import options_hint
+from edgekd.pipeline.config import PipelineConfig
+from edgekd.pipeline.data import Dataset
+from edgekd.pipeline.training.checkpoint import read_teacher
+
+NOT_CONVERTIBLE = {  # teacher file format -> why the converters cannot take it, and the fix
+    "torchscript": ("TorchScript, which neither torch.onnx (dynamo) nor litert-torch can convert",
+                    "set export.models = ['student'], or bring a state dict or a torch.export (.pt2) file"),
+}
+
+
+def _check_model(role: str, cfg: PipelineConfig, data: Dataset) -> list[str]:
+    model = getattr(cfg, role)
+    try:
+        build_model(ModelSpec(model.arch, data.in_shape, data.num_classes, dict(model.kwargs)))
+    except ModelError as exc:
+        hint = options_hint(model.arch)
+        return [f"{role}.arch / {role}.kwargs: {exc}" + (f"; {hint}" if hint else "")]
+    return []
+
+
+def _check_teacher_file(cfg: PipelineConfig, data: Dataset) -> list[str]:
+    t, path = cfg.teacher, Path(cfg.teacher.checkpoint)
+    try:
+        model, kind, _ = read_teacher(path, ModelSpec(t.arch, data.in_shape, data.num_classes, dict(t.kwargs)))
+        with torch.no_grad():
+            out = model(torch.from_numpy(data.x_val[:2] if len(data.x_val) >= 2 else data.x_train[:2]))
+    except (DataError, ModelError) as exc:
+        return [f"teacher.checkpoint: {exc}"]
+    except Exception as exc:  # the user's own model code raised
+        return [f"teacher.checkpoint = {str(path)!r}: fails on inputs of shape {[2, *data.in_shape]} "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"]
+    problems = []
+    if tuple(out.shape) != (2, data.num_classes):
+        problems.append(f"teacher.checkpoint = {str(path)!r} outputs shape {list(out.shape[1:])} per sample; the "
+                        f"dataset has {data.num_classes} classes")
+    if kind in NOT_CONVERTIBLE and "teacher" in cfg.export.models:
+        why, fix = NOT_CONVERTIBLE[kind]
+        problems.append(f"teacher.checkpoint = {str(path)!r} is {why}, but export.models includes 'teacher'; {fix}")
+    if kind == "torch.export" and type(model).__name__ == "BatchOfOnes" and "teacher" in cfg.export.models \
+            and any(f.startswith("onnx") for f in cfg.export.formats):
+        problems.append(f"teacher.checkpoint = {str(path)!r} was exported for batch size 1 only, and ONNX files "
+                        "have a dynamic batch axis; export it with dynamic_shapes for the batch dimension, or drop "
+                        "'teacher' from export.models")
+    return problems
+
+
+def preflight(cfg: PipelineConfig, data: Dataset) -> None:
+    """Raise ConfigError (exit 2) listing every model problem at once; nothing has been written yet."""
+    problems = _check_teacher_file(cfg, data) if cfg.teacher.checkpoint else _check_model("teacher", cfg, data)
+    problems += _check_model("student", cfg, data)
+    if problems:
+        raise ConfigError(problems, "models")
