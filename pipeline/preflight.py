@@ -30,7 +30,7 @@ def _check_model(role: str, cfg: PipelineConfig, data: Dataset) -> list[str]:
     return []
 
 
-def _check_teacher_file(cfg: PipelineConfig, data: Dataset) -> list[str]:
+def _check_teacher_file(cfg: PipelineConfig, data: Dataset, exports: bool) -> list[str]:
     t, path = cfg.teacher, Path(cfg.teacher.checkpoint)
     try:
         model, kind, _ = read_teacher(path, ModelSpec(t.arch, data.in_shape, data.num_classes, dict(t.kwargs)))
@@ -45,10 +45,11 @@ def _check_teacher_file(cfg: PipelineConfig, data: Dataset) -> list[str]:
     if tuple(out.shape) != (2, data.num_classes):
         problems.append(f"teacher.checkpoint = {str(path)!r} outputs shape {list(out.shape[1:])} per sample; the "
                         f"dataset has {data.num_classes} classes")
-    if kind in NOT_CONVERTIBLE and "teacher" in cfg.export.models:
+    exports_teacher = exports and "teacher" in cfg.export.models
+    if kind in NOT_CONVERTIBLE and exports_teacher:
         why, fix = NOT_CONVERTIBLE[kind]
         problems.append(f"teacher.checkpoint = {str(path)!r} is {why}, but export.models includes 'teacher'; {fix}")
-    if kind == "torch.export" and type(model).__name__ == "BatchOfOnes" and "teacher" in cfg.export.models \
+    if kind == "torch.export" and getattr(model, "batch_of_one", False) and exports_teacher \
             and any(f.startswith("onnx") for f in cfg.export.formats):
         problems.append(f"teacher.checkpoint = {str(path)!r} was exported for batch size 1 only, and ONNX files "
                         "have a dynamic batch axis; export it with dynamic_shapes for the batch dimension, or drop "
@@ -56,9 +57,10 @@ def _check_teacher_file(cfg: PipelineConfig, data: Dataset) -> list[str]:
     return problems
 
 
-def preflight(cfg: PipelineConfig, data: Dataset) -> None:
+def preflight(cfg: PipelineConfig, data: Dataset, stages: list[str]) -> None:
     """Raise ConfigError (exit 2) listing every model problem at once; nothing has been written yet."""
-    problems = _check_teacher_file(cfg, data) if cfg.teacher.checkpoint else _check_model("teacher", cfg, data)
+    problems = (_check_teacher_file(cfg, data, "export" in stages) if cfg.teacher.checkpoint
+                else _check_model("teacher", cfg, data))
     problems += _check_model("student", cfg, data)
     if problems:
         raise ConfigError(problems, "models")

@@ -129,7 +129,7 @@ def run_pipeline(cfg: PipelineConfig, run_dir: Path, until: str | None = None, f
         torch.set_num_threads(cfg.run.threads)
     device = pick_device(cfg.run.device)
     data = prepare(cfg.data, cfg.run.seed)  # bad data fails before anything is written
-    preflight(cfg, data)  # and so do models that cannot be built on it
+    preflight(cfg, data, names)  # and so do models that cannot be built on it
     layout.home.mkdir(parents=True, exist_ok=True)
     for stale in layout.root.rglob(STALE_GLOB):  # left by a killed write; never under a final name
         stale.unlink()

@@ -7,16 +7,24 @@ import xml.etree.ElementTree as ET
 
 from rich.table import Table
 
+from edgekd.pipeline.console import fmt_ms
 from edgekd.pipeline.reporting.gate import Verdict
 
-_UNITS = {"max_size_kb": " KiB", "max_peak_rss_mb": " MB", "max_p50_ms": " ms", "max_p95_ms": " ms", "max_p99_ms": " ms"}
-_FRACTION = ("min_accuracy", "max_accuracy_drop", "max_accuracy_decrease", "max_latency_increase")
+_UNITS = {"max_size_kb": " KiB", "max_peak_rss_mb": " MB"}
+_LATENCY = ("max_p50_ms", "max_p95_ms", "max_p99_ms")
+_POINTS = ("max_accuracy_drop", "max_accuracy_decrease")  # differences of two accuracies
 
 
-def _fmt(rule: str, value: float) -> str:
-    if rule in _FRACTION:
-        return f"{100 * value:.2f}%"
-    return f"{value:.4g}{_UNITS.get(rule, '')}"
+def _fmt(rule: str, value: float, margin: bool = False) -> str:
+    """A budget, measured value or margin in the unit a reader expects: an accuracy in %, a difference of
+    accuracies (and an accuracy's margin) in points, a latency in µs or ms, a relative increase in %."""
+    if rule in _POINTS or (rule == "min_accuracy" and margin):
+        return f"{100 * value:{'+' if margin else ''}.2f} pts"
+    if rule in ("min_accuracy", "max_latency_increase"):
+        return f"{100 * value:{'+' if margin else ''}.2f}" + (" pts" if margin else "%")
+    if rule in _LATENCY:
+        return ("+" if margin and value >= 0 else "-" if margin else "") + fmt_ms(abs(value) if margin else value)
+    return f"{value:{'+' if margin else ''}.4g}{_UNITS.get(rule, '')}"
 
 
 def _measured(v: Verdict) -> str:
@@ -32,7 +40,7 @@ def table(verdicts: list[Verdict]) -> Table:
         out.add_column(col, justify="right" if col in ("budget", "margin") else "left")
     colour = {"pass": "green", "fail": "bold red", "inconclusive": "yellow"}
     for v in verdicts:
-        out.add_row(v.rule, v.target, v.artifact, _fmt(v.rule, v.budget), _measured(v), _fmt(v.rule, v.margin),
+        out.add_row(v.rule, v.target, v.artifact, _fmt(v.rule, v.budget), _measured(v), _fmt(v.rule, v.margin, True),
                     f"[{colour[v.status]}]{v.status.upper()}[/]")
     return out
 

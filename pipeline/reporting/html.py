@@ -32,19 +32,21 @@ def _plots(table: dict[str, list[dict]]) -> dict[str, bytes]:
 
     out = {}
     for target, lines in table.items():
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig, ax = plt.subplots(figsize=(9, 4.5))
         pts = [(r["p50"], r["accuracy"]) for r in lines]
-        for r in lines:
-            ax.scatter(r["p50"], 100 * r["accuracy"], s=40)
-            ax.annotate(r["artifact"].removeprefix("export/"), (r["p50"], 100 * r["accuracy"]), fontsize=7,
-                        xytext=(4, 3), textcoords="offset points")
+        # numbers beside the points and the names in the legend: files of one model often sit on top
+        # of each other, and their names would overlap
+        for i, r in enumerate(lines, 1):
+            ax.scatter(r["p50"], 100 * r["accuracy"], s=40, label=f"{i}  {r['artifact'].removeprefix('export/')}")
+            ax.annotate(str(i), (r["p50"], 100 * r["accuracy"]), fontsize=8, xytext=(4, 3 + 7 * (i % 3)),
+                        textcoords="offset points")
         front = pareto(pts)
         ax.plot([pts[i][0] for i in front], [100 * pts[i][1] for i in front], "r--", lw=1, label="Pareto front")
         ax.set_xscale("log")
         ax.set_xlabel("p50 latency, ms (log scale, batch 1)")
         ax.set_ylabel("accuracy, %")
         ax.set_title(f"accuracy vs latency on {target}")
-        ax.legend(loc="lower right")
+        ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7, frameon=False)
         out[f"pareto_{target}.png"] = _png(fig)
         plt.close(fig)
 

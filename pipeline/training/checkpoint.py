@@ -52,16 +52,20 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, ModelSpec]:
 
 # -- teachers trained elsewhere (teacher.checkpoint)
 
-class BatchOfOnes(nn.Module):
-    """Runs a program exported for one sample at a time on a batch, row by row (training and
-    evaluation batch; a device runs one sample at a time anyway)."""
+class ExportedTeacher(nn.Module):
+    """A torch.export program as a module. It has no training mode (its module refuses .train() and
+    .eval()), and one exported for a single sample runs a batch row by row."""
 
-    def __init__(self, program: nn.Module):
+    def __init__(self, program: nn.Module, batch_of_one: bool):
         super().__init__()
-        self.program = program
+        self.program, self.batch_of_one = program, batch_of_one
+
+    def train(self, mode: bool = True) -> "ExportedTeacher":
+        self.training = mode
+        return self
 
     def forward(self, x):
-        if x.shape[0] == 1:
+        if not self.batch_of_one or x.shape[0] == 1:
             return self.program(x)
         return torch.cat([self.program(x[i:i + 1]) for i in range(x.shape[0])])
 
@@ -101,9 +105,9 @@ def _load_program(kind: str, data: bytes) -> nn.Module:
     module = program.module()
     try:
         module(torch.zeros(2, *program.example_inputs[0][0].shape[1:]))
-        return module
+        return ExportedTeacher(module, batch_of_one=False)
     except Exception:  # exported for a fixed batch of one (the usual torch.export(model, (x,)) call)
-        return BatchOfOnes(module)
+        return ExportedTeacher(module, batch_of_one=True)
 
 
 def read_teacher(path: Path, spec: ModelSpec) -> tuple[nn.Module, str, ModelSpec]:

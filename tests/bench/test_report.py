@@ -116,3 +116,32 @@ def test_report_gate_and_pack_never_import_torch(bench_run, tmp_path):
             "assert not heavy, heavy[:5]\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_after_edgekd_bench_alone_a_run_reruns_nothing(bench_run, capsys):
+    from edgekd.pipeline.config import load_config
+    from edgekd.pipeline.run import run_pipeline
+    from tests.bench.conftest import FAST_BENCH, ROOT
+
+    before = (bench_run / "report.json").stat().st_mtime_ns
+    assert main(["-q", "bench", str(bench_run)]) == 0
+    assert (bench_run / "report.json").stat().st_mtime_ns > before, "edgekd bench rewrites the report"
+    again = run_pipeline(load_config(ROOT / "configs" / "digits.toml", FAST_BENCH), bench_run)
+    assert again.ran == [], again.ran
+
+
+def test_a_new_int8_limit_reconverts_no_file(bench_run):
+    from edgekd.pipeline.config import load_config
+    from edgekd.pipeline.run import run_pipeline
+    from tests.bench.conftest import FAST_BENCH, ROOT
+
+    hashes = {p.name: sha256_file(p) for p in (bench_run / "export").iterdir()}
+    cfg = load_config(ROOT / "configs" / "digits.toml", [*FAST_BENCH, "export.max_int8_drop=0.02"])
+    summary = run_pipeline(cfg, bench_run, until="export")
+    assert summary.ran == ["export"]
+    manifest = json.loads((bench_run / "manifest.json").read_text())
+    assert manifest["stages"]["export"]["metrics"]["reused_files"] == 2  # both files kept, none converted
+    after = {p.name: sha256_file(p) for p in (bench_run / "export").iterdir()}
+    assert {k: v for k, v in after.items() if not k.endswith(".json")} == \
+        {k: v for k, v in hashes.items() if not k.endswith(".json")}
+    run_pipeline(load_config(ROOT / "configs" / "digits.toml", FAST_BENCH), bench_run)  # back to the fixture's state
