@@ -101,7 +101,7 @@ def test_cli_exit_codes_and_junit(tmp_path, capsys):
     assert root.tag == "testsuites" and suite.get("tests") == "2" and suite.get("failures") == "2"
     cases = suite.findall("testcase")
     assert len(cases) == 2 and all(c.get("name") and c.get("classname") for c in cases)
-    assert all(c.find("failure").get("message").startswith("max_p95_ms: measured 3 ms") for c in cases)
+    assert all(c.find("failure").get("message").startswith("max_p95_ms: measured 3.00 ms") for c in cases)
     typo = _write(tmp_path, '[[budget]]\ntarget = "pi-4"\nmax_p95_ms = 3\n')
     assert main(["gate", str(report), "--budgets", str(typo)]) == 2
 
