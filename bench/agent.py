@@ -336,10 +336,31 @@ def die_with_parent() -> None:
         sys.exit(1)
 
 
+def temp_dir() -> tempfile.TemporaryDirectory:
+    """A temporary directory named after this process, so that one left by a killed agent can be found."""
+    return tempfile.TemporaryDirectory(prefix=f"edgekd-{os.getpid()}-")
+
+
+def sweep_stale_temp_dirs() -> None:
+    """Remove temporary directories of agents that no longer run (killed before they could clean up)."""
+    import shutil
+
+    for path in Path(tempfile.gettempdir()).glob("edgekd-*-*"):
+        pid = path.name.split("-")[1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:
+            pass
+
+
 def run_process(command: list[str], timeout: float | None = None) -> dict:
     """Run one command that writes a JSON file given as `-o OUT`; its JSON, or AgentError with its
     last stderr line and its exit code (a runtime missing stays 3)."""
-    with tempfile.TemporaryDirectory(prefix="edgekd-") as tmp:
+    with temp_dir() as tmp:
         out = Path(tmp) / "out.json"
         try:
             proc = subprocess.run([*command, "-o", str(out)], capture_output=True, text=True, timeout=timeout)
@@ -421,14 +442,53 @@ def measure_files(models: list[Path], eval_path: Path | None, threads: int, proc
     return {"schema": BENCH_SCHEMA, "target": target, "results": results, "skipped": skipped}
 
 
+BUNDLE_MANIFEST = "bundle.json"  # {"schema": "edgekd.bundle/1", "files": {name: sha256}}
+
+
+def _unpack(archive: zipfile.ZipFile, bundle: Path, into: Path) -> None:
+    """Extract exactly the files the bundle's manifest lists, each checked against its sha256; refuse
+    (every problem at once) a missing, extra or altered file, a link, or a name leaving the directory."""
+    problems = []
+    try:
+        listed = json.loads(archive.read(BUNDLE_MANIFEST))["files"]
+        assert isinstance(listed, dict) and all(isinstance(v, str) for v in listed.values())
+    except (KeyError, ValueError, AssertionError, TypeError):
+        raise AgentError(f"{bundle}: no valid {BUNDLE_MANIFEST} inside; make the bundle with `edgekd pack`") from None
+    members = {}
+    for info in archive.infolist():
+        name = info.filename
+        if info.is_dir() or name == BUNDLE_MANIFEST:
+            continue
+        if (info.external_attr >> 16) & 0o170000 == 0o120000:
+            problems.append(f"{name}: a symbolic link; bundles hold plain files only")
+        elif name.startswith("/") or ".." in Path(name).parts or "\\" in name:
+            problems.append(f"{name}: a path outside the bundle's directory")
+        elif name not in listed:
+            problems.append(f"{name}: not listed in {BUNDLE_MANIFEST} (an extra file)")
+        else:
+            members[name] = info
+    problems += [f"{name}: listed in {BUNDLE_MANIFEST} but missing" for name in listed if name not in members
+                 and not any(p.startswith(name + ":") for p in problems)]
+    for name, info in members.items():
+        data = archive.read(info)
+        if hashlib.sha256(data).hexdigest() != listed[name]:
+            problems.append(f"{name}: altered (sha256 differs from {BUNDLE_MANIFEST})")
+            continue
+        target = into / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    if problems:
+        raise AgentError(f"{bundle}: refused, {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
+
+
 def measure_bundle(bundle: Path, threads: int, processes: int, timing: Timing, target: str, progress=None) -> dict:
     try:
         archive = zipfile.ZipFile(bundle)
     except (zipfile.BadZipFile, OSError) as exc:
         raise AgentError(f"{bundle}: not a readable zip bundle ({exc})") from exc
-    with tempfile.TemporaryDirectory() as tmp, archive:
-        archive.extractall(tmp)
+    with temp_dir() as tmp, archive:
         root = Path(tmp)
+        _unpack(archive, bundle, root)
         eval_path = next(root.rglob("eval.npz"), None)
         models = sorted(p for p in root.rglob("*") if p.suffix in RUNNERS)
         return measure_files(models, eval_path, threads, processes, timing, target, progress)
@@ -464,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
+    if not args.worker:
+        sweep_stale_temp_dirs()
     try:
         if args.worker:
             die_with_parent()

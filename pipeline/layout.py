@@ -10,8 +10,8 @@
       students/<variant>/                            further students of the same teacher (sweeps):
         student.pt baseline.pt export/ bench/ report.*   the same names, their own files
 
-A variant shares the root's teacher, data and calibration set; its stages are recorded in the root's
-manifest as "<stage>@<variant>".
+A variant shares the root's teacher, data and calibration set (recorded in the root's manifest); its
+own stages are recorded in its own manifest.json, and it has its own lock, so students train in parallel.
 """
 from __future__ import annotations
 
@@ -45,11 +45,12 @@ class RunLayout:
     # -- the run as a whole
 
     @property
-    def manifest(self) -> Path:
+    def root_manifest(self) -> Path:
+        """Records of the shared stages (teacher, calibration set) and of the data."""
         return self.root / "manifest.json"
 
     @property
-    def lock(self) -> Path:
+    def root_lock(self) -> Path:
         return self.root / ".edgekd.lock"
 
     @property
@@ -65,6 +66,15 @@ class RunLayout:
         return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
 
     # -- this variant's files
+    @property
+    def manifest(self) -> Path:
+        """Records of this variant's own stages (the root's manifest for the default student)."""
+        return self.home / "manifest.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.home / ".edgekd.lock"
+
     @property
     def config(self) -> Path:
         """The resolved config of this variant (the root's for the default student)."""
@@ -125,8 +135,5 @@ class RunLayout:
         return (path.relative_to(self.home) if path.is_relative_to(self.home) else path.relative_to(self.root)).as_posix()
 
     def manifest_rel(self, path: Path) -> str:
-        """`path` relative to the run root, as the manifest records artifacts."""
+        """`path` relative to the run root, as the root manifest records artifacts."""
         return path.relative_to(self.root).as_posix()
-
-    def stage_key(self, stage: str) -> str:
-        return f"{stage}@{self.variant}" if self.variant else stage

@@ -77,6 +77,8 @@ class Manifest:
                outputs: list[Path], metrics: dict) -> None:
         run_dir = self.path.parent
         rels = [p.relative_to(run_dir).as_posix() for p in outputs]
+        for rel in [r for r, a in self.data["artifacts"].items() if a["stage"] == stage and r not in rels]:
+            del self.data["artifacts"][rel]  # written by an earlier run of the stage, no longer one of its outputs
         for rel in rels:
             file = run_dir / rel
             self.data["artifacts"][rel] = {"sha256": sha256_file(file), "size_bytes": file.stat().st_size,
@@ -84,6 +86,19 @@ class Manifest:
         self.stages[stage] = {"status": "done", "seconds": round(seconds, 3), "config_hash": config_hash,
                               "input_hashes": input_hashes, "outputs": rels, "metrics": metrics,
                               "finished": _now()}
+        self.save()
+
+    def record_files(self, stage: str, files: list[Path]) -> None:
+        """Record files written outside a stage run (results merged with --add, a report rewritten)
+        with their sha256, so that every later reader can check them; a finished stage's outputs follow."""
+        run_dir = self.path.parent
+        rels = [p.relative_to(run_dir).as_posix() for p in files]
+        for rel in rels:
+            file = run_dir / rel
+            self.data["artifacts"][rel] = {"sha256": sha256_file(file), "size_bytes": file.stat().st_size, "stage": stage}
+        entry = self.stages.get(stage)
+        if entry and entry.get("status") == "done":
+            entry["outputs"] = sorted(set(entry["outputs"]) | set(rels))
         self.save()
 
     def fail(self, stage: str, error: str, status: str = "failed") -> None:
@@ -100,3 +115,59 @@ class Manifest:
     def save(self) -> None:
         self.data["updated"] = _now()
         write_json(self.path, self.data)
+
+
+class RunRecords:
+    """The manifests of a run as one variant sees them: shared stages (the teacher, the calibration set)
+    and the data are recorded at the root, the variant's own stages in its directory."""
+
+    def __init__(self, layout):
+        self.layout = layout
+        self.root = Manifest.load(layout.root_manifest)
+        self.home = self.root if layout.home == layout.root else Manifest.load(layout.manifest)
+
+    def of(self, stage: str) -> Manifest:
+        from edgekd.pipeline.stages import BY_NAME
+
+        return self.root if BY_NAME[stage].shared else self.home
+
+    def stage(self, name: str) -> dict:
+        return self.of(name).stages.get(name, {})
+
+    def outputs(self, name: str) -> list[Path]:
+        """The files stage `name` recorded writing, as paths."""
+        manifest = self.of(name)
+        return [manifest.path.parent / rel for rel in manifest.stages.get(name, {}).get("outputs", [])]
+
+    def sha256(self, path: Path) -> str | None:
+        """The recorded sha256 of `path`, whichever manifest recorded it."""
+        for manifest in (self.home, self.root):
+            if path.is_relative_to(manifest.path.parent):
+                entry = manifest.data["artifacts"].get(path.relative_to(manifest.path.parent).as_posix())
+                if entry:
+                    return entry["sha256"]
+        return None
+
+    def tampered(self) -> list[str]:
+        """Every recorded file of this run (and of the root it shares) that is missing or changed."""
+        problems = []
+        for manifest in {id(m): m for m in (self.root, self.home)}.values():
+            for rel, entry in manifest.data.get("artifacts", {}).items():
+                file = manifest.path.parent / rel
+                if not file.exists() and entry["stage"] == "add":
+                    continue  # results merged with --add and deleted since: the report just leaves them out
+                if not file.exists():
+                    problems.append(f"{self.layout.rel(file)} missing")
+                elif sha256_file(file) != entry["sha256"]:
+                    problems.append(f"{self.layout.rel(file)} changed since edgekd wrote it")
+        return problems
+
+    def verify(self) -> None:
+        """DataError (exit 2) naming every file that is not what edgekd wrote, and the fix."""
+        from edgekd.errors import DataError
+
+        problems = self.tampered()
+        if problems:
+            raise DataError(f"{self.layout.home}: {len(problems)} file(s) are not what this run wrote:\n" +
+                            "\n".join(f"  - {p}" for p in problems) + f"\n`edgekd run CONFIG --out {self.layout.root}` "
+                            "re-creates them (and re-runs what depends on them)")

@@ -4,14 +4,17 @@ On the device: `python agent.py BUNDLE.zip -o results.json`, then `edgekd report
 """
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
 import edgekd.bench.agent
+from edgekd.bench.agent import BUNDLE_MANIFEST
 from edgekd.errors import UsageError
 from edgekd.export.formats import FORMATS, format_of
-from edgekd.fileio import atomic_path
+from edgekd.fileio import atomic_path, sha256_file
 from edgekd.pipeline.layout import RunLayout
+from edgekd.pipeline.manifest import RunRecords
 from edgekd.pipeline.stages.bench import exported_files
 
 AGENT = Path(edgekd.bench.agent.__file__).resolve()
@@ -29,7 +32,10 @@ def pack(layout: RunLayout, out: Path, formats: tuple[str, ...] = ()) -> list[st
     members = [(f, layout.rel(f)) for f in files]
     members += [(layout.sidecar(f), layout.rel(layout.sidecar(f))) for f in files if layout.sidecar(f).exists()]
     members += [(layout.eval_set, layout.manifest_rel(layout.eval_set)), (AGENT, "agent.py")]
+    RunRecords(layout).verify()
+    listing = {"schema": "edgekd.bundle/1", "files": {name: sha256_file(path) for path, name in members}}
     with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for path, name in members:
             archive.write(path, name)
-    return [name for _, name in members]
+        archive.writestr(BUNDLE_MANIFEST, json.dumps(listing, indent=2))
+    return [name for _, name in members] + [BUNDLE_MANIFEST]

@@ -7,6 +7,7 @@ setting re-runs bench and report only.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import platform
@@ -20,9 +21,10 @@ from edgekd.errors import DataError, UsageError
 from edgekd.fileio import STALE_GLOB, sha256_file, sha256_json, write_json, write_text
 from edgekd.pipeline.config import PipelineConfig
 from edgekd.pipeline.layout import MODELS, RunLayout
-from edgekd.pipeline.manifest import Manifest
+from edgekd.pipeline.lock import run_lock
+from edgekd.pipeline.manifest import RunRecords
 from edgekd.pipeline.progress import SilentProgress, TrainProgress
-from edgekd.pipeline.stages import BY_NAME, STAGE_NAMES, STAGES, check_names, downstream
+from edgekd.pipeline.stages import STAGE_NAMES, STAGES, check_names, downstream
 
 log = logging.getLogger(__name__)
 
@@ -40,35 +42,33 @@ class RunSummary:
         return self.layout.home
 
 
-def _key(layout: RunLayout, stage: str) -> str:
-    """The manifest key of a stage: shared stages (teacher, calibration) belong to the whole run."""
-    return stage if BY_NAME[stage].shared else layout.stage_key(stage)
-
-
-def run_stages(layout: RunLayout, cfg: PipelineConfig, names: list[str], forced: set[str], manifest: Manifest,
+def run_stages(layout: RunLayout, cfg: PipelineConfig, names: list[str], forced: set[str], records: RunRecords,
                data_hash: str, make_context: Callable[[], object], summary: RunSummary) -> None:
     """Run `names` (in table order), skipping each stage that is fresh and not in `forced`."""
     ctx = None
     for stage in (s for s in STAGES if s.name in names):
-        key = _key(layout, stage.name)
+        key, manifest = stage.name, records.of(stage.name)
+        if layout.variant and stage.shared:
+            raise UsageError(f"variant {layout.variant!r} would rewrite the shared {key} stage; run the default "
+                             f"student first (edgekd run CONFIG --out {layout.root})")
         config_hash = sha256_json(stage.reads_config(cfg))
         inputs = {"data": data_hash, **{f"file:{f}": sha256_file(Path(f)) for f in stage.reads_files(cfg)}}
         for need in stage.needs(cfg):
-            inputs[need] = manifest.outputs_hash(_key(layout, need))
+            inputs[need] = records.of(need).outputs_hash(need)
             if inputs[need] is None:
                 raise UsageError(f"stage {stage.name} needs the {need} stage's outputs, which this run has not "
                                  f"written; run without --until, or add {need!r} where the config lists it")
         reason = "forced" if stage.name in forced else manifest.why_stale(key, config_hash, inputs)
-        if reason is not None:  # about to read the needed stages' files: they must be what was recorded
-            changed = [p for need in stage.needs(cfg) for p in manifest.changed_files(_key(layout, need))]
-            if changed:
-                raise DataError(f"stage {stage.name} would read files that are not what this run wrote: "
-                                f"{'; '.join(changed)}. `edgekd run CONFIG --out {layout.root}` re-creates them")
         if reason is None:
             log.info("stage %s: up to date, skipped (config and inputs unchanged)", key)
             summary.skipped.append(stage.name)
             continue
-        log.info("stage %s: running (%s)", key, reason)
+        # about to read the needed stages' files: they must be what was recorded
+        changed = [p for need in stage.needs(cfg) for p in records.of(need).changed_files(need)]
+        if changed:
+            raise DataError(f"stage {stage.name} would read files that are not what this run wrote: "
+                            f"{'; '.join(changed)}. `edgekd run CONFIG --out {layout.root}` re-creates them")
+        log.info("stage %s: running (%s)", f"{key}@{layout.variant}" if layout.variant else key, reason)
         ctx = ctx or make_context()
         ctx.resume_key = sha256_json({"config": config_hash, "inputs": inputs})
         manifest.start(key)
@@ -90,12 +90,12 @@ def run_stages(layout: RunLayout, cfg: PipelineConfig, names: list[str], forced:
         summary.ran.append(stage.name)
 
 
-def _summarize(layout: RunLayout, manifest: Manifest, summary: RunSummary) -> None:
+def _summarize(records: RunRecords, summary: RunSummary) -> None:
     for model in MODELS:
-        entry = manifest.stages.get(_key(layout, model), {})
+        entry = records.stage(model)
         if entry.get("status") == "done":
             summary.metrics[model] = entry["metrics"]
-    export = manifest.stages.get(_key(layout, "export"), {})
+    export = records.stage("export")
     if export.get("status") == "done":
         summary.artifacts = export["metrics"]["artifacts"]
 
@@ -116,7 +116,7 @@ def run_pipeline(cfg: PipelineConfig, run_dir: Path, until: str | None = None, f
     """
     import torch
 
-    from edgekd.pipeline.data import prepare, write_eval
+    from edgekd.pipeline.data import prepare
     from edgekd.pipeline.preflight import preflight
     from edgekd.pipeline.stages.context import StageContext
     from edgekd.pipeline.training.fit import pick_device
@@ -131,32 +131,48 @@ def run_pipeline(cfg: PipelineConfig, run_dir: Path, until: str | None = None, f
     data = prepare(cfg.data, cfg.run.seed)  # bad data fails before anything is written
     preflight(cfg, data, names)  # and so do models that cannot be built on it
     layout.home.mkdir(parents=True, exist_ok=True)
-    for stale in layout.root.rglob(STALE_GLOB):  # left by a killed write; never under a final name
+    with run_lock(layout.root_lock, shared=bool(variant)), \
+            (run_lock(layout.lock) if variant else contextlib.nullcontext()):
+        records = _prepare_run_directory(layout, cfg, data, device)
+        data_hash = records.root.data["data"]["fingerprint"]
+        summary = RunSummary(layout)
+        run_stages(layout, cfg, names, forced, records, data_hash, lambda: StageContext(
+            cfg, layout, device, lambda: data, progress, _data=data), summary)
+        _summarize(records, summary)
+        write_json(layout.metrics, {"run": cfg.run.name, "variant": variant or None,
+                                    "data": data.summary() | {"fingerprint": data_hash}, "models": summary.metrics})
+    return summary
+
+
+def _prepare_run_directory(layout: RunLayout, cfg: PipelineConfig, data, device) -> RunRecords:
+    """Clear what killed writes left, write the resolved config and the eval set, record the data."""
+    import torch
+
+    from edgekd.pipeline.data import write_eval
+
+    for stale in layout.home.rglob(STALE_GLOB):  # left by a killed write; never under a final name
         stale.unlink()
     write_text(layout.config, cfg.to_toml())
-    manifest = Manifest.load(layout.manifest)
-    data_hash = data.fingerprint()
-    if manifest.data.get("data", {}).get("fingerprint") != data_hash or not layout.eval_set.exists():
+    records = RunRecords(layout)
+    root, data_hash = records.root, data.fingerprint()
+    recorded = root.data.get("artifacts", {}).get(layout.manifest_rel(layout.eval_set), {}).get("sha256")
+    if root.data.get("data", {}).get("fingerprint") != data_hash or not layout.eval_set.exists():
         write_eval(data, layout.eval_set)
-    if not variant:
-        manifest.data.update({
+    elif sha256_file(layout.eval_set) != recorded:
+        log.warning("%s differs from the one written for this data (changed by hand?); writing it again",
+                    layout.eval_set)
+        write_eval(data, layout.eval_set)
+    if not layout.variant:
+        root.data.update({
             "run": cfg.run.name, "edgekd_version": __version__, "config_hash": sha256_json(dataclasses.asdict(cfg)),
             "environment": {"python": platform.python_version(), "torch": torch.__version__,
                             "machine": platform.machine(), "device": str(device), "threads": torch.get_num_threads()},
             "data": {**data.summary(), "fingerprint": data_hash},
         })
-    eval_rel = layout.manifest_rel(layout.eval_set)
-    manifest.data["artifacts"][eval_rel] = {"sha256": sha256_file(layout.eval_set),
-                                            "size_bytes": layout.eval_set.stat().st_size, "stage": "data"}
-    manifest.save()
-
-    summary = RunSummary(layout)
-    run_stages(layout, cfg, names, forced, manifest, data_hash,
-               lambda: StageContext(cfg, layout, device, lambda: data, progress, _data=data), summary)
-    _summarize(layout, manifest, summary)
-    write_json(layout.metrics, {"run": cfg.run.name, "variant": variant or None,
-                                "data": data.summary() | {"fingerprint": data_hash}, "models": summary.metrics})
-    return summary
+        root.data["artifacts"][layout.manifest_rel(layout.eval_set)] = {
+            "sha256": sha256_file(layout.eval_set), "size_bytes": layout.eval_set.stat().st_size, "stage": "data"}
+        root.save()
+    return records
 
 
 def rerun_stages(cfg: PipelineConfig, run_dir: Path, names: tuple[str, ...], force: tuple[str, ...] = (),
@@ -169,15 +185,18 @@ def rerun_stages(cfg: PipelineConfig, run_dir: Path, names: tuple[str, ...], for
 
     check_names([*names, *force])
     layout = RunLayout(run_dir, variant)
-    manifest = Manifest.load(layout.manifest)
-    data_hash = manifest.data.get("data", {}).get("fingerprint")
-    if data_hash is None:
-        raise UsageError(f"{run_dir}: its manifest records no data; run `edgekd run CONFIG --out {run_dir}` first")
 
     def no_data():
         raise UsageError(f"stages {', '.join(names)} cannot load the dataset here; run `edgekd run` instead")
-    summary = RunSummary(layout)
-    run_stages(layout, cfg, list(names), downstream(set(force), cfg), manifest, data_hash,
-               lambda: StageContext(cfg, layout, torch.device("cpu"), no_data), summary)
-    _summarize(layout, manifest, summary)
+    with run_lock(layout.root_lock, shared=bool(variant)), \
+            (run_lock(layout.lock) if variant else contextlib.nullcontext()):
+        records = RunRecords(layout)
+        data_hash = records.root.data.get("data", {}).get("fingerprint")
+        if data_hash is None:
+            raise UsageError(f"{run_dir}: its manifest records no data; run `edgekd run CONFIG --out {run_dir}` first")
+        records.verify()
+        summary = RunSummary(layout)
+        run_stages(layout, cfg, list(names), downstream(set(force), cfg), records, data_hash,
+                   lambda: StageContext(cfg, layout, torch.device("cpu"), no_data), summary)
+        _summarize(records, summary)
     return summary

@@ -211,4 +211,31 @@ def load_report(path: Path) -> dict:
     if problems:
         raise BudgetError(f"{path}: not a valid report, {len(problems)} problem(s):\n" +
                           "\n".join(f"  - {p}" for p in problems[:20]) + ("\n  ..." if len(problems) > 20 else ""))
+    _check_against_run(path, report)
     return report
+
+
+def _check_against_run(path: Path, report: dict) -> None:
+    """When the report still sits in its run directory: it and the files it describes must be what
+    edgekd wrote (a report gated after a file changed would vouch for a file that is not there)."""
+    from edgekd.fileio import sha256_file
+    from edgekd.pipeline.manifest import Manifest
+
+    manifest_path = path.parent / "manifest.json"
+    if not manifest_path.is_file():
+        return  # a report copied out of its run (CI artifacts): nothing to compare with
+    manifest = Manifest.load(manifest_path)
+    problems = []
+    for rel, entry in manifest.data.get("artifacts", {}).items():
+        file = manifest_path.parent / rel
+        if not file.exists() or sha256_file(file) != entry["sha256"]:
+            problems.append(f"{rel} {'is gone' if not file.exists() else 'changed after edgekd wrote it'}")
+    for a in report.get("artifacts", []):
+        file = path.parent / a["file"]
+        if a.get("sha256") and file.is_file() and sha256_file(file) != a["sha256"]:
+            problems.append(f"{a['file']} changed after the report was written")
+        elif a.get("sha256") and not file.exists():
+            problems.append(f"{a['file']} is gone")
+    if problems:
+        raise BudgetError(f"{path}: the report no longer describes its run: {'; '.join(problems)}; run `edgekd report "
+                          f"{path.parent}` (after `edgekd run` re-creates changed files) and gate the new report")

@@ -6,6 +6,7 @@ merged into bench/<target>.json so that a later report keeps them.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -15,7 +16,8 @@ from edgekd import __version__
 from edgekd.errors import DataError
 from edgekd.fileio import sha256_file, write_json, write_text
 from edgekd.pipeline.layout import RunLayout
-from edgekd.pipeline.manifest import Manifest
+from edgekd.pipeline.lock import run_lock
+from edgekd.pipeline.manifest import RunRecords
 from edgekd.pipeline.reporting.markdown import markdown, rows
 from edgekd.pipeline.reporting.schema import bench_file_problems
 
@@ -42,13 +44,9 @@ def read_bench(path: Path) -> tuple[list[dict], list[dict]]:
 
 def _run_files(layout: RunLayout) -> dict[str, str]:
     """sha256 of every file a result may name (exported files, checkpoints), as the report names them."""
-    manifest = Manifest.load(layout.manifest)
-    names = {}
-    for key in (layout.stage_key("export"), "teacher", layout.stage_key("baseline"), layout.stage_key("student")):
-        for rel in manifest.stages.get(key, {}).get("outputs", []):
-            if not rel.endswith(".json"):
-                names[layout.rel(layout.root / rel)] = manifest.data["artifacts"][rel]["sha256"]
-    return names
+    records = RunRecords(layout)
+    return {layout.rel(path): records.sha256(path) for stage in ("export", "teacher", "baseline", "student")
+            for path in records.outputs(stage) if not path.name.endswith(".json")}
 
 
 def _check_provenance(path: Path, results: list[dict], files: dict[str, str]) -> None:
@@ -66,12 +64,13 @@ def _check_provenance(path: Path, results: list[dict], files: dict[str, str]) ->
                         "\n".join(f"  - {p}" for p in problems))
 
 
-def merge_added(layout: RunLayout, added: list[Path]) -> None:
+def merge_added(layout: RunLayout, added: list[Path]) -> list[Path]:
     """Fold results measured elsewhere into bench/<target>.json (a re-measured artifact replaces the old row).
 
     Every result must name a file of this run and carry that file's sha256; nothing is written otherwise.
     """
     files = _run_files(layout)
+    written = []
     checked = [(path, *read_bench(path)) for path in added]
     for path, results, _ in checked:
         _check_provenance(path, results, files)
@@ -85,12 +84,23 @@ def merge_added(layout: RunLayout, added: list[Path]) -> None:
             merged = [r for r in old if r["artifact"] not in names] + new
             kept_skips = [s for s in old_skipped if s["artifact"] not in names] + (skipped if len(by_target) == 1 else [])
             write_json(dest, {"schema": "edgekd.bench/1", "target": target, "results": merged, "skipped": kept_skips})
+            written.append(dest)
             log.info("merged %d result(s) from %s into %s", len(new), path, dest)
+    return written
+
+
+def verify_inputs(layout: RunLayout, records: RunRecords) -> None:
+    """Every file of the run must be what edgekd wrote, and every bench file one it wrote or merged."""
+    records.verify()
+    strangers = [layout.rel(p) for p in sorted(layout.bench_dir.glob("*.json")) if records.sha256(p) is None]
+    if strangers:
+        raise DataError(f"{layout.home}: {', '.join(strangers)} not written by edgekd; merge results measured "
+                        "elsewhere with `edgekd report RUN_DIR --add RESULT.json`")
 
 
 def build_report(layout: RunLayout) -> dict:
-    manifest = Manifest.load(layout.manifest)
-    stage = lambda name: manifest.stages.get(layout.stage_key(name) if name != "teacher" else name, {})  # noqa: E731
+    records = RunRecords(layout)
+    manifest, stage = records.root, records.stage
     if not all(stage(s).get("status") == "done" for s in ("teacher", "student")):
         raise DataError(f"{layout.home}: no trained teacher and student recorded; run `edgekd run CONFIG` first")
     data = manifest.data["data"]
@@ -119,14 +129,28 @@ def build_report(layout: RunLayout) -> dict:
             "models": models, "artifacts": artifacts, "results": results, "skipped": skipped}
 
 
-def write_report(layout: RunLayout, added: list[Path] = ()) -> list[Path]:
-    """Merge `added`, then write report.json, report.md, report.html (+ plots/)."""
+def write_report(layout: RunLayout, added: list[Path] = (), standalone: bool = True) -> list[Path]:
+    """Merge `added`, check every input against the manifest, then write report.json, report.md,
+    report.html (+ plots/). Standalone (`edgekd report`) it takes the run's lock and records what it
+    wrote; as the report stage, the stage runner does both."""
+    with run_lock(layout.lock) if standalone else contextlib.nullcontext():
+        records = RunRecords(layout)
+        if standalone:
+            records.verify()  # before merging anything into a run that is not what it was
+        if added:
+            records.home.record_files("add", merge_added(layout, list(added)))
+        verify_inputs(layout, records)
+        paths = _write_files(layout, build_report(layout))
+        if standalone:
+            records.home.record_files("report", paths)
+    return paths
+
+
+def _write_files(layout: RunLayout, report: dict) -> list[Path]:
     from edgekd.pipeline.reporting.html import html_report
 
-    merge_added(layout, list(added))
-    report = build_report(layout)
     write_json(layout.report_json, report)
     md = markdown(report)
     write_text(layout.report_md, md)
-    plots = html_report(report, rows(report), md, layout.report_html, layout.plots)
-    return [layout.report_json, layout.report_md, layout.report_html, *plots]
+    return [layout.report_json, layout.report_md, layout.report_html,
+            *html_report(report, rows(report), md, layout.report_html, layout.plots)]

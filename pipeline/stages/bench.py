@@ -17,7 +17,7 @@ from edgekd.export.formats import is_model_file
 from edgekd.fileio import write_json
 from edgekd.pipeline import eager
 from edgekd.pipeline.layout import RunLayout
-from edgekd.pipeline.manifest import Manifest
+from edgekd.pipeline.manifest import RunRecords
 
 if TYPE_CHECKING:  # both import torch; `edgekd pack` does not need it
     from edgekd.pipeline.config import BenchConfig
@@ -28,10 +28,10 @@ log = logging.getLogger(__name__)
 
 def exported_files(layout: RunLayout) -> list[Path]:
     """The model files the export stage recorded, in its order."""
-    stage = Manifest.load(layout.manifest).stages.get(layout.stage_key("export"), {})
-    if stage.get("status") != "done":
+    records = RunRecords(layout)
+    if records.stage("export").get("status") != "done":
         raise DataError(f"{layout.home}: no finished export stage; run `edgekd run CONFIG` (through export) first")
-    return [f for f in (layout.root / rel for rel in stage["outputs"]) if is_model_file(f)]
+    return [f for f in records.outputs("export") if is_model_file(f)]
 
 
 def bench_options(cfg: BenchConfig) -> BenchOptions:

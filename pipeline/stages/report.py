@@ -6,4 +6,4 @@ from edgekd.pipeline.stages.context import StageContext, StageResult
 
 
 def report_stage(ctx: StageContext) -> StageResult:
-    return StageResult(write_report(ctx.layout))
+    return StageResult(write_report(ctx.layout, standalone=False))

@@ -138,7 +138,7 @@ def test_packed_bundle_runs_on_the_agent(bench_run, blocker, tmp_path):
     bundle = tmp_path / "bundle.zip"
     assert main(["pack", str(bench_run), "-o", str(bundle)]) == 0
     assert sorted(zipfile.ZipFile(bundle).namelist()) == [
-        "agent.py", "data/eval.npz", "export/student.int8.tflite", "export/student.int8.tflite.json",
+        "agent.py", "bundle.json", "data/eval.npz", "export/student.int8.tflite", "export/student.int8.tflite.json",
         "export/student.onnx", "export/student.onnx.json"]
     # on the "device": only the bundle's own agent.py, with torch and pipeline unimportable
     device = tmp_path / "device"

@@ -121,7 +121,7 @@ def test_report_gate_and_pack_never_import_torch(bench_run, tmp_path):
 def test_after_edgekd_bench_alone_a_run_reruns_nothing(bench_run, capsys):
     from edgekd.pipeline.config import load_config
     from edgekd.pipeline.run import run_pipeline
-    from tests.bench.conftest import FAST_BENCH, ROOT
+    from tests.helpers import FAST_BENCH, ROOT
 
     before = (bench_run / "report.json").stat().st_mtime_ns
     assert main(["-q", "bench", str(bench_run)]) == 0
@@ -133,7 +133,7 @@ def test_after_edgekd_bench_alone_a_run_reruns_nothing(bench_run, capsys):
 def test_a_new_int8_limit_reconverts_no_file(bench_run):
     from edgekd.pipeline.config import load_config
     from edgekd.pipeline.run import run_pipeline
-    from tests.bench.conftest import FAST_BENCH, ROOT
+    from tests.helpers import FAST_BENCH, ROOT
 
     hashes = {p.name: sha256_file(p) for p in (bench_run / "export").iterdir()}
     cfg = load_config(ROOT / "configs" / "digits.toml", [*FAST_BENCH, "export.max_int8_drop=0.02"])
