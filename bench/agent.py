@@ -131,6 +131,50 @@ def device_fingerprint() -> dict:
     return info
 
 
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def board_state() -> dict:
+    """CPU frequencies (MHz), thermal zone temperatures (°C) and, on a Raspberry Pi, `vcgencmd
+    get_throttled`; empty where the system exposes none of them."""
+    state: dict = {}
+    freqs = [(_read(p / "scaling_cur_freq"), _read(p / "cpuinfo_max_freq"), _read(p / "cpuinfo_min_freq"))
+             for p in sorted(Path("/sys/devices/system/cpu").glob("cpu[0-9]*/cpufreq"))]
+    freqs = [tuple(int(v) / 1000 for v in f) for f in freqs if all(v and v.isdigit() for v in f)]
+    if freqs:
+        state["cpu_mhz"] = {"cur": [f[0] for f in freqs], "max": max(f[1] for f in freqs), "min": min(f[2] for f in freqs)}
+    temps = {}
+    for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*")):
+        value, kind = _read(zone / "temp"), _read(zone / "type")
+        if value and value.lstrip("-").isdigit():
+            temps[kind or zone.name] = int(value) / 1000
+    if temps:
+        state["temperature_c"] = temps
+    try:
+        out = subprocess.run(["vcgencmd", "get_throttled"], capture_output=True, text=True, timeout=5).stdout
+        state["throttled_flags"] = int(out.strip().split("=")[1], 16)
+    except (OSError, IndexError, ValueError, subprocess.TimeoutExpired):
+        pass
+    return state
+
+
+def thermal_summary(before: dict, after: dict) -> dict:
+    """Whether the board was throttling: Raspberry Pi flags now set (under-voltage, frequency capped,
+    throttled, soft temperature limit), or the CPU frequency fell by more than 5 % while timing."""
+    reasons = []
+    flags = after.get("throttled_flags", 0) & 0xF
+    if flags:
+        reasons.append(f"vcgencmd get_throttled = {hex(flags)}")
+    f0, f1 = before.get("cpu_mhz", {}).get("cur"), after.get("cpu_mhz", {}).get("cur")
+    if f0 and f1 and sum(f1) < 0.95 * sum(f0):
+        reasons.append(f"CPU frequency fell from {sum(f0) / len(f0):.0f} to {sum(f1) / len(f1):.0f} MHz")
+    return {"before": before, "after": after, "throttled": bool(reasons), "why": "; ".join(reasons)}
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -299,11 +343,14 @@ def worker(model: Path, eval_path: Path | None, threads: int, timing: Timing, wi
         shape = tuple(1 if d < 1 else d for d in runner.input_shape)
         sample = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     prepared = runner.prepare(sample)
+    before = board_state()
     first_ms, samples = time_runs(lambda: runner.run(prepared), timing)
+    after = board_state()
     peak = peak_rss_mb()  # before scoring: the memory of loading and running the model, not of the eval set
     record = {"artifact": sidecar.get("file", model.name), "sha256": sha, "runtime": runner.runtime,
               "runtime_version": runner.version, "threads": threads, "init_ms": init_ms, "first_ms": first_ms,
-              "peak_rss_mb": peak, "rss_increase_mb": peak - rss_before, "samples_ms": samples}
+              "peak_rss_mb": peak, "rss_increase_mb": peak - rss_before, "samples_ms": samples,
+              "board_before": before, "board_after": after}
     if with_accuracy and x is not None:
         record.update(accuracy=float((runner.predict(x).argmax(1) == y).mean()), n_eval=int(len(y)))
     return {**record, "started_at": started, "ended_at": time.time()}
@@ -390,6 +437,7 @@ def merge(job: Job, target: str) -> dict:
         "rss_increase_mb": max(w["rss_increase_mb"] for w in job.workers),
         "accuracy": first.get("accuracy"), "n_eval": first.get("n_eval", 0), "accuracy_on": "device",
         "started_at": min(w["started_at"] for w in job.workers), "ended_at": max(w["ended_at"] for w in job.workers),
+        "thermal": thermal_summary(first.get("board_before", {}), job.workers[-1].get("board_after", {})),
         "samples_ms": subsample(np.concatenate([w["samples_ms"] for w in job.workers]), 5000),
     }
 

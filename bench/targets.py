@@ -1,46 +1,131 @@
-"""Where benchmarks run. A target measures model files with the agent and returns result records
-(schema edgekd.result/1); `TARGET_KINDS` is the registry of kinds.
+"""Where benchmarks run. A target measures model files with the agent and returns the agent's bench
+document (schema edgekd.bench/1: results and skipped rows); `TARGET_KINDS` is the registry.
 
-    target.prepare()                      # check the device answers and has a runtime; copy what it needs
-    results = target.run(files, eval_path)
-    target.cleanup()                      # always, also after a failure
+    target.prepare()                      # check the device answers and has a runtime (AgentError exit 3 if not)
+    document = target.run(files, eval_path)
+    target.cleanup()                      # always, also after a failure, a timeout or Ctrl-C
 
 Torch-free and pipeline-free like the agent: the host builds the jobs it wants beside the files
-(the PyTorch eager rows) and hands them in as `extra_jobs`.
+(the PyTorch eager rows) and hands them in as `extra_jobs`, which only the local target runs.
 """
 from __future__ import annotations
 
+import json
+import shutil
+import signal
+import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
-from edgekd.bench.agent import Job, Timing, model_job, run_jobs
+from edgekd.bench import agent
+from edgekd.bench.agent import BENCH_SCHEMA, AgentError, Job, Timing, model_job, run_jobs, skipped_rows
+
+AGENT = Path(agent.__file__).resolve()
 
 
 @dataclass(frozen=True)
 class BenchOptions:
-    threads: int = 1
+    threads: tuple[int, ...] = (1,)
     processes: int = 5
     timing: Timing = field(default_factory=Timing)
-    timeout_s: float | None = None  # per worker process
+    timeout_s: float | None = None  # for the whole measurement on the target
 
 
 class Target(Protocol):
     name: str
     kind: str
+    shares_cpu: bool  # timed on this machine's CPU: never at the same time as another such target
 
     def prepare(self) -> None: ...
 
     def run(self, files: list[Path], eval_path: Path, extra_jobs: list[Job] = (),
-            progress: Callable[[str], None] | None = None) -> list[dict]: ...
+            progress: Callable[[str], None] | None = None) -> dict: ...
 
     def cleanup(self) -> None: ...
 
 
+def artifact_name(model: Path) -> str:
+    """How the run names a model file (its sidecar's `file`, e.g. export/student.onnx), else its name."""
+    sidecar = model.with_name(model.name + ".json")
+    try:
+        return json.loads(sidecar.read_text()).get("file", model.name)
+    except (OSError, ValueError):
+        return model.name
+
+
+def stage(files: list[Path], eval_path: Path, into: Path) -> tuple[list[str], str]:
+    """Copy the agent, the models (with sidecars, under their run names) and the eval set into `into`;
+    return the models' and the eval set's paths relative to it."""
+    into.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(AGENT, into / "agent.py")
+    names = []
+    for f in files:
+        name = artifact_name(f)
+        (into / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, into / name)
+        if f.with_name(f.name + ".json").exists():
+            shutil.copy2(f.with_name(f.name + ".json"), into / (name + ".json"))
+        names.append(name)
+    (into / "data").mkdir(exist_ok=True)
+    shutil.copy2(eval_path, into / "data" / "eval.npz")
+    return names, "data/eval.npz"
+
+
+def agent_args(models: list[str], eval_rel: str, options: BenchOptions, threads: int, target: str) -> list[str]:
+    return [*models, "--eval", eval_rel, "--threads", str(threads), "--processes", str(options.processes),
+            "--target", target, *options.timing.args()]
+
+
+def merge_documents(target: str, documents: list[dict]) -> dict:
+    """One bench document from one per thread count."""
+    return {"schema": BENCH_SCHEMA, "target": target, "results": [r for d in documents for r in d.get("results", [])],
+            "skipped": [s for d in documents[:1] for s in d.get("skipped", [])]}
+
+
+class Call:
+    """Runs one external command at a time and can stop it from another thread (Ctrl-C, a timeout)."""
+
+    def __init__(self):
+        self.proc: subprocess.Popen | None = None
+
+    def __call__(self, cmd: list[str], stdin: bytes | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     start_new_session=True)
+        try:
+            out, err = self.proc.communicate(stdin, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise AgentError(f"{cmd[0]}: no result within {timeout:.0f} s (timeout_s)", 1) from None
+        finally:
+            proc, self.proc = self.proc, None
+        return subprocess.CompletedProcess(cmd, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc and proc.poll() is None:
+            try:
+                import os
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def last_line(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1].removeprefix("error: ") if lines else ""
+
+
 class LocalTarget:
-    """This machine: the agent's workers run as local processes."""
+    """This machine: the agent's workers run as local processes, beside the host's eager jobs."""
 
     kind = "local"
+    shares_cpu = True
 
     def __init__(self, name: str = "local", options: BenchOptions = BenchOptions()):
         self.name, self.options = name, options
@@ -49,15 +134,72 @@ class LocalTarget:
         pass
 
     def run(self, files: list[Path], eval_path: Path, extra_jobs: list[Job] = (),
-            progress: Callable[[str], None] | None = None) -> list[dict]:
-        o = self.options
-        jobs = [model_job(f, eval_path, o.threads, o.timing) for f in files] + list(extra_jobs)
-        return run_jobs(jobs, o.processes, self.name, progress, o.timeout_s)
+            progress: Callable[[str], None] | None = None) -> dict:
+        o, documents = self.options, []
+        for threads in o.threads:
+            jobs = [model_job(f, eval_path, threads, o.timing) for f in files]
+            jobs += [job for job in extra_jobs if threads == o.threads[0]]  # eager rows: once, at the first count
+            documents.append({"results": run_jobs(jobs, o.processes, self.name, progress, o.timeout_s),
+                              "skipped": skipped_rows(jobs)})
+        return merge_documents(self.name, documents)
 
     def cleanup(self) -> None:
         pass
 
 
-TARGET_KINDS: dict[str, type] = {
-    "local": LocalTarget,
-}
+class CommandTarget:
+    """The agent run through a command prefix: a chroot, an emulator, `docker exec`, `srun`.
+
+    The files are copied into `stage_dir` (a fresh directory under it; default: a temporary one),
+    which the command sees as `stage_dir_inside` (default: the same path).
+    """
+
+    kind = "command"
+
+    def __init__(self, name: str, prefix: tuple[str, ...], options: BenchOptions = BenchOptions(), stage_dir: str = "",
+                 stage_dir_inside: str = "", shares_cpu: bool = True):
+        self.name, self.prefix, self.options, self.shares_cpu = name, list(prefix), options, shares_cpu
+        self.stage_dir, self.stage_dir_inside = stage_dir, stage_dir_inside
+        self.workdir: Path | None = None
+        self.call = Call()
+
+    def prepare(self) -> None:
+        base = Path(self.stage_dir) if self.stage_dir else None
+        if base is not None and not base.is_dir():
+            raise AgentError(f"target {self.name}: stage_dir {base} is not a directory", 3)
+        self.workdir = Path(tempfile.mkdtemp(prefix="edgekd-", dir=base))
+
+    def _inside(self, path: Path) -> str:
+        if not self.stage_dir_inside:
+            return str(path)
+        return str(Path(self.stage_dir_inside) / path.relative_to(Path(self.stage_dir)))
+
+    def run(self, files: list[Path], eval_path: Path, extra_jobs: list[Job] = (),
+            progress: Callable[[str], None] | None = None) -> dict:
+        models, eval_rel = stage(files, eval_path, self.workdir)
+        inside = self._inside(self.workdir)
+        documents = []
+        for threads in self.options.threads:
+            out = f"result-{threads}.json"
+            args = agent_args([f"{inside}/{m}" for m in models], f"{inside}/{eval_rel}", self.options, threads, self.name)
+            proc = self.call([*self.prefix, f"{inside}/agent.py", *args, "-o", f"{inside}/{out}"],
+                             timeout=self.options.timeout_s)
+            if proc.returncode != 0:
+                raise AgentError(f"target {self.name}: {last_line(proc.stderr) or f'exit code {proc.returncode}'}",
+                                 3 if proc.returncode in (3, 126, 127) else 1)
+            documents.append(json.loads((self.workdir / out).read_text()))
+        return merge_documents(self.name, documents)
+
+    def cleanup(self) -> None:
+        self.call.stop()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+
+def target_kinds() -> dict[str, type]:
+    """The registry of target kinds (ssh and adb live in their own modules)."""
+    from edgekd.bench.adb import ADBTarget
+    from edgekd.bench.ssh import SSHTarget
+
+    return {"local": LocalTarget, "ssh": SSHTarget, "adb": ADBTarget, "command": CommandTarget}

@@ -24,7 +24,7 @@ console = Console(stderr=True)
 # the registries' names, for --help (literal here: importing the registries would import torch)
 STAGES_HELP = "teacher, baseline, student, quantize, export, bench, report"
 FORMATS_HELP = "onnx, onnx_int8, tflite, tflite_fp16, tflite_int8"
-TARGETS_HELP = "local"
+TARGETS_HELP = "local, ssh, adb, command"
 
 
 def _run_dir(text: str) -> Path:
@@ -76,22 +76,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import dataclasses
 
     from edgekd.pipeline.config import load_config
+    from edgekd.pipeline.config.targets import as_dict, load_targets_file
     from edgekd.pipeline.layout import RunLayout
     from edgekd.pipeline.run import rerun_stages
 
-    bad = [t for t in args.target if t != "local"]
-    if bad:
-        raise UsageError(f"unknown target {', '.join(bad)}; valid: {TARGETS_HELP} (on other devices run "
-                         "bench/agent.py and merge with `edgekd report RUN_DIR --add RESULT.json`)")
     run_dir = _run_dir(args.run_dir)
     cfg = load_config(RunLayout(run_dir).config)
-    if args.threads:
-        cfg = dataclasses.replace(cfg, bench=dataclasses.replace(cfg.bench, threads=args.threads))
-    summary = rerun_stages(cfg, run_dir, ("bench", "report"), force=("bench",))
+    tables = {**cfg.targets, **(as_dict(load_targets_file(Path(args.targets))) if args.targets else {})}
+    defined = {"local": None, **tables}
+    names = tuple(args.target) or (tuple(tables) if args.all else cfg.bench.targets)
+    unknown = [n for n in names if n not in defined]
+    if unknown:
+        raise UsageError(f"unknown target {', '.join(map(repr, unknown))}; defined: {', '.join(defined)} (define "
+                         "targets in a file given with --targets FILE, or in the run config's [targets] table)")
+    bench = dataclasses.replace(cfg.bench, targets=names, **({"threads": args.threads} if args.threads else {}))
+    summary = rerun_stages(dataclasses.replace(cfg, targets=tables, bench=bench), run_dir, ("bench", "report"),
+                           force=("bench",))
+    outcomes = summary.bench_outcomes
     out = Console()
-    out.print(f"results: {summary.layout.bench_file('local')}")
+    for name in names:
+        o = outcomes.get(name, {})
+        out.print(f"{name}: {summary.layout.bench_file(name)}" + (f" ({o['status']}: {o['error']})" if o.get("error") else ""),
+                  highlight=False)
     out.print(f"report: {summary.layout.report_md} and {summary.layout.report_html}")
-    return 0
+    return 3 if any(o["status"] == "missing" for o in outcomes.values()) else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -176,10 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="append", default=[], metavar="STAGE",
                      help=f"re-run this stage and those that depend on it (repeatable; {STAGES_HELP})")
     run.set_defaults(func=cmd_run)
-    bench = sub.add_parser("bench", parents=[common], help="measure every exported file on a target, then "
-                           "rewrite the report")
+    bench = sub.add_parser("bench", parents=[common], help="measure every exported file on targets (this machine, "
+                           "a Pi over ssh, a phone over adb, a command prefix), then rewrite the report")
     bench.add_argument("run_dir", help="a run directory, e.g. runs/mnist5k")
-    bench.add_argument("--target", action="append", default=[], metavar="NAME", help=f"target name ({TARGETS_HELP})")
+    bench.add_argument("--target", action="append", default=[], metavar="NAME",
+                       help="a target to measure on (repeatable; default: the run's bench.targets, i.e. local)")
+    bench.add_argument("--targets", metavar="FILE", help="a TOML file of [targets.NAME] tables (kinds: "
+                       f"{TARGETS_HELP})")
+    bench.add_argument("--all", action="store_true", help="measure on every target the file and the config define")
     bench.add_argument("--threads", type=int, help="runtime threads (default: the run's bench.threads)")
     bench.set_defaults(func=cmd_bench)
     report = sub.add_parser("report", parents=[common], help="write report.json, report.md and report.html")

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from edgekd.bench.agent import AgentError, Timing, die_with_parent, load_eval, peak_rss_mb, sha256_file, status_mb, time_runs
+from edgekd.bench.agent import AgentError, Timing, board_state, die_with_parent, load_eval, peak_rss_mb, sha256_file, status_mb, time_runs
 from edgekd.errors import EdgekdError
 
 
@@ -37,11 +37,14 @@ def eager_worker(ckpt: Path, eval_path: Path, threads: int, timing: Timing, with
     init_ms = (time.perf_counter() - start) * 1e3
     sample = torch.from_numpy(x[:1])
     with torch.inference_mode():
+        before = board_state()
         first_ms, samples = time_runs(lambda: model(sample), timing)
+        after = board_state()
         peak = peak_rss_mb()
         record = {"artifact": ckpt.name, "sha256": sha, "runtime": "torch", "runtime_version": torch.__version__,
                   "threads": threads, "init_ms": init_ms, "first_ms": first_ms, "peak_rss_mb": peak,
-                  "rss_increase_mb": peak - rss_before, "samples_ms": samples}
+                  "rss_increase_mb": peak - rss_before, "samples_ms": samples, "board_before": before,
+                  "board_after": after}
         if with_accuracy:
             pred = torch.cat([model(torch.from_numpy(x[i:i + 256])) for i in range(0, len(x), 256)]).argmax(1).numpy()
             record.update(accuracy=float((pred == y).mean()), n_eval=int(len(y)))

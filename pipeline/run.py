@@ -36,6 +36,7 @@ class RunSummary:
     skipped: list[str] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
     artifacts: list[dict] = field(default_factory=list)
+    bench_outcomes: dict = field(default_factory=dict)  # target -> status, error, started_at, ended_at
 
     @property
     def run_dir(self) -> Path:
@@ -95,6 +96,7 @@ def _summarize(records: RunRecords, summary: RunSummary) -> None:
         entry = records.stage(model)
         if entry.get("status") == "done":
             summary.metrics[model] = entry["metrics"]
+    summary.bench_outcomes = records.stage("bench").get("metrics", {}).get("targets", {})
     export = records.stage("export")
     if export.get("status") == "done":
         summary.artifacts = export["metrics"]["artifacts"]

@@ -35,7 +35,7 @@ def test_help_lists_stages_formats_and_targets(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for needle in ("teacher, baseline, student, quantize, export, bench, report", "tflite_int8", "targets: local"):
+    for needle in ("teacher, baseline, student, quantize, export, bench, report", "tflite_int8", "targets: local, ssh, adb, command"):
         assert needle in text
 
 

@@ -90,7 +90,9 @@ class BenchConfig:
     warmup: int = 20  # per process
     min_runs: int = 40  # per process: timing continues until both min_runs and min_seconds are reached
     min_seconds: float = 0.2
-    eager: tuple[str, ...] = ("teacher", "student")  # PyTorch eager reference rows
+    eager: tuple[str, ...] = ("teacher", "student")  # PyTorch eager reference rows (on the local target)
+    targets: tuple[str, ...] = ("local",)  # where to measure: "local" or names from [targets] / --targets FILE
+    max_parallel: int = 4  # targets measured at once (those on this machine's CPU never overlap)
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,12 @@ class PipelineConfig:
     distill: DistillConfig = DistillConfig()
     export: ExportConfig = ExportConfig()
     bench: BenchConfig = BenchConfig()
+    targets: dict[str, Any] = field(default_factory=dict)  # [targets.NAME] tables (pipeline.config.targets)
+
+    def target_configs(self) -> dict:
+        from edgekd.pipeline.config.targets import parse_targets
+
+        return parse_targets(self.targets, "targets")[0]
 
     def section(self, *names: str) -> dict[str, Any]:
         """The named sections as plain dicts: what a stage's config hash is computed from."""
@@ -145,6 +153,16 @@ def validate(cfg: PipelineConfig) -> list[str]:
             p.append(f"bench.{key} = {getattr(b, key)}: must be >= {low}")
     if b.min_seconds < 0:
         p.append(f"bench.min_seconds = {b.min_seconds}: must be >= 0")
+    from edgekd.pipeline.config.targets import parse_targets
+
+    targets, target_problems = parse_targets(cfg.targets, "targets")
+    p += target_problems
+    unknown = [t for t in b.targets if t not in targets]
+    if unknown:
+        p.append(f"bench.targets: unknown {', '.join(map(repr, unknown))}; defined: {', '.join(targets)} "
+                 "(add a [targets.NAME] table or pass --targets FILE)")
+    if b.max_parallel < 1:
+        p.append(f"bench.max_parallel = {b.max_parallel}: must be >= 1")
     bad = [m for m in b.eager if m not in ("teacher", "baseline", "student")]
     if bad:
         p.append(f"bench.eager: unknown {', '.join(map(repr, bad))}; valid: teacher, baseline, student")

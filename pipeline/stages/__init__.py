@@ -58,7 +58,9 @@ STAGES: tuple[Stage, ...] = (
     Stage("quantize", "quantize:select_calibration",
           lambda c: {"seed": c.run.seed, "calibration_samples": c.export.calibration_samples}, lambda c: (), shared=True),
     Stage("export", "export:export_models", _export, lambda c: (*c.export.models, "quantize")),
-    Stage("bench", "bench:bench_stage", lambda c: c.section("bench"), lambda c: ("export", *c.bench.eager)),
+    Stage("bench", "bench:bench_stage",
+          lambda c: {**c.section("bench"), "targets": {t: c.targets.get(t) for t in c.bench.targets}},
+          lambda c: ("export", *c.bench.eager)),
     Stage("report", "report:report_stage", lambda c: {}, lambda c: ("export", "bench")),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)

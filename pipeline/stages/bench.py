@@ -1,21 +1,27 @@
-"""The bench stage: every exported file, and the PyTorch eager checkpoints, measured on this machine.
+"""The bench stage: every exported file measured on every target of `bench.targets` (this machine by
+default), and the PyTorch eager checkpoints on the local target.
 
-Every file is timed in `bench.processes` fresh processes, scheduled round-robin by the agent, so
-that one model's memory never counts against another's and the report can state the
-process-to-process spread. Results go to bench/local.json.
+Targets run concurrently, those timing on this machine's CPU one at a time (`edgekd.bench.fleet`).
+Each writes bench/<target>.json; a target that failed writes why, and the others still count. Files
+of targets not measured this time are kept (`edgekd bench --target pi4` does not forget local).
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgekd.bench.agent import AgentError, Job, Timing
-from edgekd.bench.targets import BenchOptions, LocalTarget
-from edgekd.errors import DataError, MissingDependency
+from edgekd.bench.agent import Job, Timing
+from edgekd.bench.fleet import Outcome, measure_fleet
+from edgekd.bench.targets import BenchOptions, CommandTarget, LocalTarget
+from edgekd.errors import CheckFailed, DataError, MissingDependency
 from edgekd.export.formats import is_model_file
-from edgekd.fileio import write_json
+from edgekd.fileio import sha256_file, write_json
 from edgekd.pipeline import eager
+from edgekd.pipeline.config.targets import (ADBTargetConfig, CommandTargetConfig, LocalTargetConfig, SSHTargetConfig,
+                                            TargetConfig)
+from edgekd.pipeline.console import fmt_ms
 from edgekd.pipeline.layout import RunLayout
 from edgekd.pipeline.manifest import RunRecords
 
@@ -34,37 +40,69 @@ def exported_files(layout: RunLayout) -> list[Path]:
     return [f for f in records.outputs("export") if is_model_file(f)]
 
 
-def bench_options(cfg: BenchConfig) -> BenchOptions:
-    return BenchOptions(cfg.threads, cfg.processes, Timing(cfg.warmup, cfg.min_runs, cfg.min_seconds))
+def make_target(name: str, t: TargetConfig, cfg: BenchConfig):
+    """A target of edgekd.bench from its typed table, with the run's bench settings as defaults."""
+    options = BenchOptions(tuple(t.threads) or (cfg.threads,), t.processes or cfg.processes,
+                           Timing(cfg.warmup, cfg.min_runs, cfg.min_seconds), t.timeout_s)
+    if isinstance(t, LocalTargetConfig):
+        return LocalTarget(name, options)
+    if isinstance(t, CommandTargetConfig):
+        return CommandTarget(name, t.prefix, options, t.stage_dir, t.stage_dir_inside, t.shares_cpu)
+    if isinstance(t, SSHTargetConfig):
+        from edgekd.bench.ssh import SSHTarget
+        return SSHTarget(name, t.host, t.port, t.python, options, t.ssh_options)
+    assert isinstance(t, ADBTargetConfig)
+    from edgekd.bench.adb import ADBTarget
+    return ADBTarget(name, t.benchmark_binary, t.serial, options, t.use_xnnpack, t.warmup_runs, t.num_runs, t.adb)
 
 
-def bench_local(layout: RunLayout, cfg: BenchConfig, progress=print) -> Path:
-    """Measure every exported file and the eager checkpoints locally; write bench/local.json."""
-    options = bench_options(cfg)
-    eager_jobs = [Job(layout.rel(ckpt), eager.worker_command(ckpt, layout.eval_set, cfg.threads, options.timing))
-                  for ckpt in (layout.checkpoint(m) for m in cfg.eager) if ckpt.exists()]
+def _document(outcome: Outcome) -> dict:
+    doc = {"schema": "edgekd.bench/1", "target": outcome.target, "kind": outcome.kind, "status": outcome.status,
+           "started_at": outcome.started_at, "ended_at": outcome.ended_at, "attempts": outcome.attempts,
+           "results": outcome.document.get("results", []), "skipped": outcome.document.get("skipped", [])}
+    return {**doc, "error": outcome.error} if outcome.error else doc
+
+
+def bench_targets(layout: RunLayout, cfg, progress=print) -> tuple[list[Path], list[Outcome]]:
+    """Measure on cfg.bench.targets; write bench/<target>.json for each; return the files and outcomes."""
+    b, definitions = cfg.bench, cfg.target_configs()
     files = exported_files(layout)
-    log.info("bench: %d files x %d processes each, round-robin", len(files) + len(eager_jobs), cfg.processes)
-    target = LocalTarget("local", options)
-    try:
-        target.prepare()
-        results = target.run(files, layout.eval_set, eager_jobs, progress=log.debug)
-    except AgentError as exc:
-        raise (MissingDependency if exc.exit_code == 3 else DataError)(f"benchmark failed: {exc}") from None
-    finally:
-        target.cleanup()
-    for r in results:
-        lat = r["latency_ms"]
-        progress(f"{r['artifact']}: p50 {lat['p50'] * 1e3:.1f} µs (per-process p50s "
-                 f"{lat['p50_ci95'][0] * 1e3:.1f}-{lat['p50_ci95'][1] * 1e3:.1f} over {lat['processes']}), "
-                 f"p95 {lat['p95'] * 1e3:.1f} µs, peak RSS {r['peak_rss_mb']:.0f} MB, accuracy {r['accuracy']:.2%}")
-    path = layout.bench_file("local")
-    write_json(path, {"schema": "edgekd.bench/1", "target": "local", "results": results})
-    return path
+    targets = [make_target(name, definitions[name], b) for name in b.targets]
+    timing = Timing(b.warmup, b.min_runs, b.min_seconds)
+    eager_jobs = [Job(layout.rel(c), eager.worker_command(c, layout.eval_set, b.threads, timing))
+                  for c in (layout.checkpoint(m) for m in b.eager) if c.exists()]
+    local = [t.name for t in targets if isinstance(t, LocalTarget)]
+    log.info("bench: %d files on %s, %d processes per file", len(files), ", ".join(b.targets), b.processes)
+    outcomes = measure_fleet(targets, files, layout.eval_set, {name: eager_jobs for name in local[:1]},
+                             b.max_parallel, progress=log.debug)
+    written = []
+    for outcome in outcomes:
+        path = layout.bench_file(outcome.target)
+        write_json(path, _document(outcome))
+        written.append(path)
+        if outcome.status != "ok":
+            progress(f"{outcome.target}: {outcome.status} after {outcome.attempts} attempt(s): {outcome.error}")
+        for r in outcome.document.get("results", []):
+            lat = r["latency_ms"]
+            mark = " [throttled]" if r.get("thermal", {}).get("throttled") else ""
+            progress(f"{outcome.target}: {r['artifact']} ({r['threads']} thr): p50 {fmt_ms(lat['p50'])}{mark} "
+                     f"(process range {fmt_ms(lat['p50_ci95'][0])}-{fmt_ms(lat['p50_ci95'][1])}), "
+                     f"peak RSS {r['peak_rss_mb']:.0f} MB, accuracy {r['accuracy']:.2%} ({r.get('accuracy_on', 'device')})")
+    return written, outcomes
 
 
 def bench_stage(ctx: StageContext) -> StageResult:
     from edgekd.pipeline.stages.context import StageResult
 
-    path = bench_local(ctx.layout, ctx.cfg.bench, progress=log.info)
-    return StageResult([path])
+    written, outcomes = bench_targets(ctx.layout, ctx.cfg, progress=log.info)
+    failed = [o for o in outcomes if o.status != "ok"]
+    if len(failed) == len(outcomes):
+        error = MissingDependency if any(o.status == "missing" for o in failed) else CheckFailed
+        raise error("every target failed:\n" + "\n".join(f"  - {o.target}: {o.error}" for o in failed))
+    # files of targets not measured now stay part of the stage's output while unchanged
+    records = RunRecords(ctx.layout)
+    kept = [p for p in sorted(ctx.layout.bench_dir.glob("*.json")) if p not in written
+            and records.sha256(p) == sha256_file(p) and json.loads(p.read_text()).get("target") not in ctx.cfg.bench.targets]
+    return StageResult(written + kept, {"targets": {o.target: {"status": o.status, "error": o.error,
+                                                               "started_at": o.started_at, "ended_at": o.ended_at}
+                                                    for o in outcomes}})

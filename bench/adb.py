@@ -1,0 +1,173 @@
+"""The adb target: an Android phone, measured with TFLite's own `benchmark_model` binary.
+
+The user's binary and the .tflite files go to /data/local/tmp/edgekd-<id>/; the tool runs once per
+process, thread count and delegate setting, and its output (both generations of the tool, see
+`parse_benchmark_output`) becomes the usual result record. The tool scores nothing, so accuracy is
+measured on the host with the same file through LiteRT and marked `accuracy_on: "host"`.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import statistics
+import uuid
+from pathlib import Path
+from typing import Callable
+
+from edgekd.bench.agent import SCHEMA, AgentError, Job, median_interval, run_process, sha256_file, worker_command
+from edgekd.bench.targets import BenchOptions, Call, artifact_name, last_line
+
+_COUNT = re.compile(r"count=(\d+)((?:\s+\w+=[-\d.e+]+)*)")
+_PAIR = re.compile(r"(\w+)=([-\d.e+]+)")
+
+
+def parse_benchmark_output(text: str) -> dict:
+    """The numbers of one `benchmark_model` run (µs for times, MB for memory), from either generation:
+
+    new: "count=1000 first=.. curr=.. min=.. max=.. avg=.. std=.. p5=.. median=.. p95=.." lines (warm-up,
+         then timed), "Initialized session in 119.515ms.", "Inference timings in us: Init: .., First
+         inference: .., ...", "Memory footprint delta from the start of the tool (MB): init=.. overall=..";
+    old: count lines without percentiles, "Average inference timings in us: Warmup: .., Init: ..,
+         Inference: ..", "Peak memory footprint (MB): init=.. overall=..".
+    """
+    counts = []
+    for m in _COUNT.finditer(text):
+        values = {k: float(v) for k, v in _PAIR.findall(m.group(2))}
+        counts.append({"count": int(m.group(1)), **values})
+    if not counts:
+        raise AgentError("benchmark_model printed no timing (no count= line); run it by hand to see why")
+    out: dict = {"timed": counts[-1], "warmup": counts[0] if len(counts) > 1 else None}
+    if m := re.search(r"Initialized session in ([\d.]+)ms", text):
+        out["init_ms"] = float(m.group(1))
+    elif m := re.search(r"Init: ([\d.]+)", text):
+        out["init_ms"] = float(m.group(1)) / 1e3
+    if m := re.search(r"First inference: ([\d.]+)", text):
+        out["first_ms"] = float(m.group(1)) / 1e3
+    elif out["warmup"] and "first" in out["warmup"]:
+        out["first_ms"] = out["warmup"]["first"] / 1e3
+    if m := re.search(r"(?:Memory footprint delta from the start of the tool|Peak memory footprint) \(MB\): "
+                      r"init=([\d.]+) overall=([\d.]+)", text):
+        out["memory_mb"] = {"init": float(m.group(1)), "overall": float(m.group(2))}
+    if m := re.search(r"Overall peak memory footprint \(MB\) via periodic monitoring: ([\d.]+)", text):
+        out["peak_memory_mb"] = float(m.group(1))
+    if m := re.search(r"Replacing (\d+) out of (\d+) node\(s\) with delegate \((\w+)\)[^,]*,? yielding (\d+) partitions",
+                      text):
+        out["delegated"] = {"nodes": int(m.group(1)), "of": int(m.group(2)), "delegate": m.group(3),
+                            "partitions": int(m.group(4))}
+    return out
+
+
+def parse_devices(text: str) -> dict[str, str]:
+    """serial -> state ("device", "unauthorized", "offline", ...) from `adb devices`."""
+    rows = [ln.split() for ln in text.splitlines()[1:] if ln.strip() and not ln.startswith("*")]
+    return {row[0]: row[1] for row in rows if len(row) >= 2}
+
+
+def combine_runs(runs: list[dict]) -> dict:
+    """One latency record (ms) from one benchmark_model run per process."""
+    timed = [r["timed"] for r in runs]
+    p50s = [t.get("median", t["avg"]) / 1e3 for t in timed]
+    lo, hi, coverage = median_interval(p50s)
+    p95s = [t["p95"] / 1e3 for t in timed if "p95" in t]
+    return {"p50": statistics.median(p50s), "p90": None, "p95": statistics.median(p95s) if p95s else None, "p99": None,
+            "mean": statistics.fmean(t["avg"] / 1e3 for t in timed), "std": statistics.fmean(t.get("std", 0) / 1e3 for t in timed),
+            "min": min(t["min"] / 1e3 for t in timed), "max": max(t["max"] / 1e3 for t in timed),
+            "n": sum(t["count"] for t in timed), "p50_ci95": [lo, hi], "p50_ci_coverage": round(coverage, 4),
+            "process_p50": p50s, "processes": len(runs),
+            "p50_from": "median" if all("median" in t for t in timed) else "avg (this benchmark_model prints no median)"}
+
+
+class ADBTarget:
+    kind = "adb"
+    shares_cpu = False
+
+    def __init__(self, name: str, benchmark_binary: str, serial: str = "", options: BenchOptions = BenchOptions(),
+                 use_xnnpack: tuple[bool, ...] = (True,), warmup_runs: int = 20, num_runs: int = 200, adb: str = "adb"):
+        self.name, self.binary, self.serial, self.options = name, benchmark_binary, serial, options
+        self.use_xnnpack, self.warmup_runs, self.num_runs, self.adb = use_xnnpack, warmup_runs, num_runs, adb
+        self.remote_dir: str | None = None
+        self.call = Call()
+
+    def _adb(self, *args: str, timeout: float | None = 120) -> str:
+        cmd = [self.adb, *(["-s", self.serial] if self.serial else []), *args]
+        proc = self.call(cmd, timeout=timeout)
+        if proc.returncode != 0:
+            raise AgentError(f"target {self.name}: `{' '.join(cmd[:4])}` failed: {last_line(proc.stderr or proc.stdout)}", 1)
+        return proc.stdout
+
+    def _shell(self, command: str, timeout: float | None = 120) -> str:
+        return self._adb("shell", command, timeout=timeout)
+
+    def prepare(self) -> None:
+        if shutil.which(self.adb) is None:
+            raise AgentError(f"target {self.name}: no adb client; install Android platform-tools (Debian: apt install adb)", 3)
+        if not Path(self.binary).is_file():
+            raise AgentError(f"target {self.name}: benchmark_binary {self.binary!r} not found; download TFLite's "
+                             "benchmark_model for your phone's ABI (android_aarch64_benchmark_model) and name it there", 3)
+        devices = parse_devices(self.call([self.adb, "devices"], timeout=60).stdout)
+        usable = [s for s, state in devices.items() if state == "device"]
+        unauthorized = AgentError(f"target {self.name}: the device is unauthorized; unlock the phone and accept the USB "
+                                  "debugging prompt, then run `adb devices` again", 3)
+        if self.serial:
+            if devices.get(self.serial) == "unauthorized":
+                raise unauthorized
+            if devices.get(self.serial) != "device":
+                raise AgentError(f"target {self.name}: device {self.serial!r} is {devices.get(self.serial, 'not attached')}"
+                                 f"; `adb devices` lists {devices or 'none'}", 3)
+        else:
+            if not usable and "unauthorized" in devices.values():
+                raise unauthorized
+            if not usable:
+                raise AgentError(f"target {self.name}: no Android device attached (`adb devices` lists none); connect "
+                                 "one with USB debugging enabled, or give its serial", 3)
+            if len(usable) > 1:
+                raise AgentError(f"target {self.name}: {len(usable)} devices attached ({', '.join(usable)}); set serial", 3)
+            self.serial = usable[0]
+        self.remote_dir = f"/data/local/tmp/edgekd-{uuid.uuid4().hex[:12]}"
+        self._shell(f"mkdir -p {shlex.quote(self.remote_dir)}")
+        self._adb("push", self.binary, f"{self.remote_dir}/benchmark_model")
+        self._shell(f"chmod 755 {shlex.quote(self.remote_dir)}/benchmark_model")
+
+    def run(self, files: list[Path], eval_path: Path, extra_jobs: list[Job] = (),
+            progress: Callable[[str], None] | None = None) -> dict:
+        o, results = self.options, []
+        skipped = [{"artifact": artifact_name(f), "reason": "the adb target runs .tflite files with benchmark_model"}
+                   for f in files if f.suffix != ".tflite"]
+        for i, f in enumerate(f for f in files if f.suffix == ".tflite"):
+            remote = f"{self.remote_dir}/m{i}.tflite"  # our own name: the user's file name never reaches the shell
+            self._adb("push", str(f), remote)
+            host = run_process([*worker_command(f, eval_path, 1, o.timing), "--accuracy"], o.timeout_s)
+            for threads in o.threads:
+                for xnnpack in self.use_xnnpack:
+                    runs = [parse_benchmark_output(self._shell(
+                        f"{shlex.quote(self.remote_dir)}/benchmark_model --graph={shlex.quote(remote)} "
+                        f"--num_threads={threads} --use_xnnpack={str(xnnpack).lower()} --warmup_runs={self.warmup_runs} "
+                        f"--num_runs={self.num_runs} --report_peak_memory_footprint=true", timeout=o.timeout_s))
+                        for _ in range(o.processes)]
+                    results.append(self._result(f, runs, threads, xnnpack, host))
+        return {"schema": "edgekd.bench/1", "target": self.name, "results": results, "skipped": skipped}
+
+    def _result(self, model: Path, runs: list[dict], threads: int, xnnpack: bool, host: dict) -> dict:
+        memory = [r.get("peak_memory_mb") or r.get("memory_mb", {}).get("overall") for r in runs]
+        increase = [r.get("memory_mb", {}).get("overall") for r in runs]
+        return {"schema": SCHEMA, "artifact": artifact_name(model), "target": self.name, "sha256": sha256_file(model),
+                "runtime": "tflite benchmark_model", "runtime_version": "unknown", "threads": threads,
+                "delegate": "xnnpack" if xnnpack else "none", "delegated": runs[0].get("delegated"),
+                "device": {"machine": "android", "system": "Android", "processor": "", "python": "", "serial": self.serial},
+                "latency_ms": combine_runs(runs), "init_ms": statistics.median(r.get("init_ms", 0.0) for r in runs),
+                "first_ms": statistics.median(r.get("first_ms", 0.0) for r in runs),
+                "peak_rss_mb": max((m for m in memory if m is not None), default=0.0),
+                "rss_increase_mb": max((m for m in increase if m is not None), default=0.0),
+                "accuracy": host["accuracy"], "n_eval": host["n_eval"], "accuracy_on": "host",
+                "accuracy_runtime": f"{host['runtime']} {host['runtime_version']} on the host",
+                "samples_ms": []}  # the tool prints summaries, not samples
+
+    def cleanup(self) -> None:
+        self.call.stop()
+        if self.remote_dir:
+            remote, self.remote_dir = self.remote_dir, None
+            try:
+                self._shell(f"rm -rf {shlex.quote(remote)}", timeout=30)
+            except AgentError:
+                pass
