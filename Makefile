@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgekd-installed
 
-.PHONY: demo test test-matrix test-slow bench clean
+.PHONY: demo test test-matrix test-slow test-arm64 bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ test-matrix: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
+
+# an emulated Raspberry Pi (Debian bookworm arm64 under qemu-user-static), built once into .cache/ (needs root)
+ARM64_ROOT ?= .cache/arm64-root
+test-arm64: $(STAMP)
+	PYTHON=$(PY) tests/arm64/make_root.sh $(ARM64_ROOT)
+	EDGEKD_ARM64_ROOT=$(abspath $(ARM64_ROOT)) $(PY) -m pytest -m arm64 -s tests/arm64
 
 bench: $(STAMP)
 	$(PY) benchmarks/distill_seeds.py configs/mnist5k.toml --seeds 0 1 2

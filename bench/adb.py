@@ -18,7 +18,7 @@ from typing import Callable
 from edgekd.bench.agent import SCHEMA, AgentError, Job, median_interval, run_process, sha256_file, worker_command
 from edgekd.bench.targets import BenchOptions, Call, artifact_name, last_line
 
-_COUNT = re.compile(r"count=(\d+)((?:\s+\w+=[-\d.e+]+)*)")
+_COUNT = re.compile(r"count=(\d+)((?:[ \t]+\w+=[-\d.e+]+)*)")  # one line: \s would run into the next
 _PAIR = re.compile(r"(\w+)=([-\d.e+]+)")
 
 

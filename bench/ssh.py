@@ -70,6 +70,8 @@ class SSHTarget:
         cmd = ["ssh", "-p", str(self.port), "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", *self.ssh_options,
                self.host, remote]
         proc = self.call(cmd, stdin, timeout)
+        if proc.returncode == 255 and self.remote_dir:  # it answered before: the connection broke
+            raise AgentError(f"target {self.name}: lost the ssh connection to {self.host} ({last_line(proc.stderr)})", 1)
         if proc.returncode == 255:
             raise AgentError(f"target {self.name}: cannot reach {self.host} over ssh ({last_line(proc.stderr)}); check "
                              f"that `ssh -p {self.port} {self.host} true` works (keys, known_hosts, network)", 3)

@@ -106,7 +106,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from edgekd.pipeline.layout import RunLayout
     from edgekd.pipeline.reporting.report import write_report
 
-    paths = write_report(RunLayout(_run_dir(args.run_dir)), [Path(p) for p in args.add])
+    paths = write_report(RunLayout(_run_dir(args.run_dir)), [Path(p) for p in args.add],
+                         budgets=Path(args.budgets) if args.budgets else None)
     Console().print("report: " + ", ".join(str(p) for p in paths[:3]))
     return 0
 
@@ -198,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", help="a run directory, e.g. runs/mnist5k")
     report.add_argument("--add", action="append", default=[], metavar="RESULT.json",
                         help="merge results measured elsewhere (bench/agent.py output; repeatable)")
+    report.add_argument("--budgets", metavar="FILE", help="recommend per target only files that fit these budgets")
     report.set_defaults(func=cmd_report)
     gate = sub.add_parser("gate", parents=[common], help="check a report against budgets (exit 1 on a violation)")
     gate.add_argument("report", help="report.json")

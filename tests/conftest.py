@@ -11,3 +11,99 @@ def bench_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("bench") / "digits"
     run_pipeline(load_config(ROOT / "configs" / "digits.toml", FAST_BENCH), run_dir)
     return run_dir
+
+
+import getpass  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
+
+
+@dataclass
+class SSHHost:
+    """A real sshd this test session started, and the client options that reach it."""
+
+    address: str
+    port: int
+    options: tuple[str, ...]
+    process: subprocess.Popen
+    netns: str = ""
+
+    @property
+    def host(self) -> str:
+        return f"{getpass.getuser()}@{self.address}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_sshd(folder: Path, address: str = "127.0.0.1", netns: str = "") -> SSHHost:
+    """sshd on `address` with a host key and a client key made here; known_hosts holds its real key."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for key in ("host", "client"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / key)], check=True)
+    (folder / "authorized_keys").write_text((folder / "client.pub").read_text())
+    port = _free_port()
+    (folder / "sshd_config").write_text(
+        f"Port {port}\nListenAddress {address}\nHostKey {folder / 'host'}\nPidFile {folder / 'sshd.pid'}\n"
+        f"AuthorizedKeysFile {folder / 'authorized_keys'}\nStrictModes no\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin prohibit-password\nLogLevel ERROR\n"
+        f"SetEnv PATH={os.environ.get('PATH', '/usr/bin:/bin')}\n")
+    Path("/run/sshd").mkdir(exist_ok=True) if os.geteuid() == 0 else None
+    cmd = [SSHD, "-D", "-e", "-f", str(folder / "sshd_config")]
+    process = subprocess.Popen((["ip", "netns", "exec", netns] if netns else []) + cmd, stderr=subprocess.PIPE)
+    host_key = (folder / "host.pub").read_text().split()[:2]
+    (folder / "known_hosts").write_text(f"[{address}]:{port} {' '.join(host_key)}\n")
+    options = ("-F", "/dev/null", "-i", str(folder / "client"), "-o", "IdentitiesOnly=yes",
+               "-o", f"UserKnownHostsFile={folder / 'known_hosts'}")
+    ssh = SSHHost(address, port, options, process, netns)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        probe = subprocess.run(["ssh", "-p", str(port), "-o", "BatchMode=yes", *options, ssh.host, "true"],
+                               capture_output=True)
+        if probe.returncode == 0:
+            return ssh
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"sshd on {address}:{port} did not answer: {process.stderr.read().decode()[-500:]}")
+
+
+@pytest.fixture(scope="session")
+def ssh_host(tmp_path_factory):
+    if SSHD is None:
+        pytest.skip("needs openssh-server (installed by .ci/run)")
+    host = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield host
+    host.process.kill()
+
+
+@pytest.fixture
+def second_ssh_host(tmp_path):
+    """Another host: an sshd in its own network namespace, reached over a veth pair (needs root)."""
+    if SSHD is None or os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root, iproute2 and openssh-server to make a second host")
+    ns, peer = f"edgekd{os.getpid() % 10000}", f"ek{os.getpid() % 10000}"
+    subnet = f"10.231.{os.getpid() % 200 + 10}"
+    for cmd in (["ip", "netns", "add", ns], ["ip", "link", "add", peer + "a", "type", "veth", "peer", "name", peer + "b"],
+                ["ip", "link", "set", peer + "b", "netns", ns], ["ip", "addr", "add", f"{subnet}.1/24", "dev", peer + "a"],
+                ["ip", "link", "set", peer + "a", "up"], ["ip", "netns", "exec", ns, "ip", "addr", "add", f"{subnet}.2/24",
+                                                          "dev", peer + "b"],
+                ["ip", "netns", "exec", ns, "ip", "link", "set", peer + "b", "up"],
+                ["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"]):
+        subprocess.run(cmd, check=True)
+    try:
+        host = start_sshd(tmp_path / "sshd2", f"{subnet}.2", ns)
+        yield host
+        host.process.kill()
+    finally:
+        subprocess.run(["ip", "link", "del", peer + "a"], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)

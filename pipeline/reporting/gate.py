@@ -163,10 +163,12 @@ def latency_regression(new: list[float], old: list[float], limit: float) -> tupl
 
 def check_regression(report: dict, baseline: dict, reg: Regression) -> list[Verdict]:
     """Latency (per-process medians) and accuracy (exact counts) of results present in both reports."""
-    old = {(r["target"], r["artifact"]): r for r in baseline["results"]}
+    def key(r: dict) -> tuple:  # one file may be measured with several thread counts and delegates
+        return r["target"], r["artifact"], r.get("threads", 1), r.get("delegate")
+    old = {key(r): r for r in baseline["results"]}
     verdicts = []
     for r in report["results"]:
-        b = old.get((r["target"], r["artifact"]))
+        b = old.get(key(r))
         if b is None:
             continue
         limit = reg.max_latency_increase

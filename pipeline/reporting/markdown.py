@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from edgekd.pipeline.console import distillation_headline, fmt_ms, fmt_pct, fmt_points
+from edgekd.pipeline.reporting.recommend import markdown_lines
 
 
 def rows(report: dict) -> dict[str, list[dict]]:
@@ -15,6 +16,8 @@ def rows(report: dict) -> dict[str, list[dict]]:
     for target, results in out.items():
         ref = next((r for r in results if r["artifact"] == "teacher.pt"), None)
         teacher_size = models["teacher"]["params"] * 4  # fp32 weights: what the eager teacher carries
+        teacher_files = [r for r in results if arts.get(r["artifact"], {}).get("model") == "teacher"]
+        best = min(teacher_files, key=lambda r: r["latency_ms"]["p50"]) if teacher_files else None
         lines = []
         for r in results:
             a = arts.get(r["artifact"])
@@ -29,6 +32,10 @@ def rows(report: dict) -> dict[str, list[dict]]:
                 "accuracy": r["accuracy"], "runtime": r["runtime"],
                 "d_acc": r["accuracy"] - models["teacher"]["accuracy"],
                 "speedup": ref["latency_ms"]["p50"] / r["latency_ms"]["p50"] if ref else None,
+                "speedup_file": best["latency_ms"]["p50"] / r["latency_ms"]["p50"] if best else None,
+                "size_ratio_file": arts[best["artifact"]]["size_bytes"] / size if best and size else None,
+                "threads": r.get("threads", 1), "throttled": bool((r.get("thermal") or {}).get("throttled")),
+                "accuracy_on": r.get("accuracy_on", "device"),
                 "size_ratio": teacher_size / size if size else None, "audit": a["audit"] if a else None,
                 "samples": r.get("samples_ms") or [],
             })
@@ -50,7 +57,9 @@ def markdown(report: dict) -> str:
             f"{ds['num_classes']} classes. Accuracy is measured by each row's runtime on `data/eval.npz`; latency is "
             "single-sample (batch 1) after warm-up, p50 with the range of the per-process medians. Memory is the peak "
             "of a process that loaded and ran the model, and in brackets how much of it the model added. Speed-up "
-            "and size ratio are against the teacher's fp32 PyTorch eager reference (size = its fp32 weights).", "",
+            "and size ratio are against the teacher's best (fastest) exported file on the same target, and in "
+            "brackets against its PyTorch eager reference (size = its fp32 weights): most of the eager gap is the "
+            "runtime, not the student.", "",
             "| model | arch | params | MACs | PyTorch accuracy |", "|---|---|---:|---:|---:|"]
     out += [f"| {m} | {v['arch']} | {v['params']:,} | {v['macs']:,} | {fmt_pct(v['accuracy'])} |" for m, v in models.items()]
     skipped: dict[str, list[dict]] = {}
@@ -58,18 +67,29 @@ def markdown(report: dict) -> str:
         skipped.setdefault(row["target"], []).append(row)
     for target, lines in rows(report).items():
         out += ["", f"## Target `{target}`", "",
-                "| artifact | format | precision | size KiB | params | MACs | p50 (per-process range) | p95 | "
-                "peak MB (model) | accuracy | Δ acc vs teacher | speed-up | size ratio |",
-                "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                "| artifact | format | precision | threads | size KiB | params | MACs | p50 (per-process range) | p95 | "
+                "peak MB (model) | accuracy | Δ acc vs teacher | speed-up (vs eager) | size ratio (vs eager) |",
+                "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in lines:
             memory = f"{r['peak_rss_mb']:.0f}" + (f" (+{r['rss_increase_mb']:.1f})" if r["rss_increase_mb"] is not None else "")
-            out.append(f"| {r['artifact']} | {r['format']} | {r['precision']} | {r['size_bytes'] / 1024:,.1f} | "
-                       f"{_fmt_count(r['params'])} | {_fmt_count(r['macs'])} | {fmt_ms(r['p50'])} "
-                       f"({fmt_ms(r['ci'][0])}–{fmt_ms(r['ci'][1])}) | {fmt_ms(r['p95'])} | {memory} | "
-                       f"{fmt_pct(r['accuracy'])} | {fmt_points(r['d_acc'])} | {_fmt_ratio(r['speedup'])} | "
-                       f"{_fmt_ratio(r['size_ratio'])} |")
+            hot = " ⚠ throttled" if r["throttled"] else ""
+            host = " (host)" if r["accuracy_on"] == "host" else ""
+            out.append(f"| {r['artifact']} | {r['format']} | {r['precision']} | {r['threads']} | "
+                       f"{r['size_bytes'] / 1024:,.1f} | {_fmt_count(r['params'])} | {_fmt_count(r['macs'])} | "
+                       f"{fmt_ms(r['p50'])}{hot} ({fmt_ms(r['ci'][0])}–{fmt_ms(r['ci'][1])}) | {fmt_ms(r['p95'])} | "
+                       f"{memory} | {fmt_pct(r['accuracy'])}{host} | {fmt_points(r['d_acc'])} | "
+                       f"{_fmt_ratio(r['speedup_file'])} ({_fmt_ratio(r['speedup'])}) | "
+                       f"{_fmt_ratio(r['size_ratio_file'])} ({_fmt_ratio(r['size_ratio'])}) |")
         for row in skipped.pop(target, []):
             out.append(f"\nNot measured on `{target}`: {row['artifact']} ({row['reason']}).")
+        if any(r["accuracy_on"] == "host" for r in lines):
+            out.append("\nAccuracy marked (host) was measured on the host with the same file: the device's tool scores "
+                       "nothing.")
+        out += markdown_lines(report.get("recommendations", {}), target)
+    for t in report.get("targets", []):
+        if t.get("status") not in (None, "ok"):
+            out += ["", f"## Target `{t['target']}`: not measured", "",
+                    f"{t['status']} after {t.get('attempts', 1)} attempt(s): {t.get('error', '')}"]
     for target, missed in skipped.items():
         out += ["", f"## Target `{target}`", ""] + [f"Not measured: {row['artifact']} ({row['reason']})." for row in missed]
     out += ["", "## What each file is (read back from the file)", "",

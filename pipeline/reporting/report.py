@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import tomllib
 import json
 import logging
 from pathlib import Path
@@ -19,13 +20,14 @@ from edgekd.pipeline.layout import RunLayout
 from edgekd.pipeline.lock import run_lock
 from edgekd.pipeline.manifest import RunRecords
 from edgekd.pipeline.reporting.markdown import markdown, rows
+from edgekd.pipeline.reporting.recommend import recommend
 from edgekd.pipeline.reporting.schema import bench_file_problems
 
 log = logging.getLogger(__name__)
 
-RESULT_KEYS = ("artifact", "target", "sha256", "runtime", "runtime_version", "threads", "device", "latency_ms", "init_ms",
-               "first_ms", "peak_rss_mb", "rss_increase_mb", "accuracy", "accuracy_on", "n_eval", "started_at",
-               "ended_at", "samples_ms")
+RESULT_KEYS = ("artifact", "target", "sha256", "runtime", "runtime_version", "threads", "delegate", "device", "latency_ms",
+               "init_ms", "first_ms", "peak_rss_mb", "rss_increase_mb", "accuracy", "accuracy_on", "n_eval", "thermal",
+               "started_at", "ended_at", "samples_ms")
 
 
 def read_bench(path: Path) -> tuple[list[dict], list[dict]]:
@@ -115,21 +117,42 @@ def build_report(layout: RunLayout) -> dict:
                           "size_bytes": file.stat().st_size, "sha256": sha256_file(file),
                           "parity": {k: a["parity"][k] for k in ("top1_agreement", "max_abs_diff", "n")},
                           "audit": a["audit"]})
-    results, skipped = [], []
+    results, skipped, targets = [], [], []
     for path in sorted(layout.bench_dir.glob("*.json")):
         rows, missed = read_bench(path)
-        results += [{k: r.get(k) for k in RESULT_KEYS} for r in rows]
+        results += [{k: r.get(k) for k in RESULT_KEYS if k in r} for r in rows]
         skipped += [{"target": path.stem, **s} for s in missed]
+        meta = json.loads(path.read_text())
+        targets.append({"target": path.stem, **{k: meta[k] for k in ("kind", "status", "error", "attempts", "started_at",
+                                                                      "ended_at") if k in meta}})
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     return {"schema": "edgekd.report/1",
             "run": {"name": manifest.data.get("run"), "created": created, "config_hash": manifest.data.get("config_hash"),
                     "edgekd_version": __version__},
             "dataset": {"name": data["name"], "num_classes": data["num_classes"], "input_shape": data["input_shape"],
                         "n_train": data["n_train"], "n_test": data["n_test"]},
-            "models": models, "artifacts": artifacts, "results": results, "skipped": skipped}
+            "models": models, "artifacts": artifacts, "results": results, "skipped": skipped, "targets": targets}
 
 
-def write_report(layout: RunLayout, added: list[Path] = (), standalone: bool = True) -> list[Path]:
+def _max_int8_drop(layout: RunLayout) -> float:
+    """The run's export.max_int8_drop, read from its resolved config without importing the pipeline."""
+    try:
+        return float(tomllib.loads(layout.config.read_text()).get("export", {}).get("max_int8_drop", 0.01))
+    except (OSError, ValueError, tomllib.TOMLDecodeError):
+        return 0.01
+
+
+def _budget_fails(report: dict, budgets: Path | None) -> set[tuple[str, str]]:
+    if budgets is None:
+        return set()
+    from edgekd.pipeline.reporting.budgets import load_budgets
+    from edgekd.pipeline.reporting.gate import check
+
+    return {(v.target, v.artifact) for v in check(report, load_budgets(budgets)[0]) if v.status == "fail"}
+
+
+def write_report(layout: RunLayout, added: list[Path] = (), standalone: bool = True,
+                 budgets: Path | None = None) -> list[Path]:
     """Merge `added`, check every input against the manifest, then write report.json, report.md,
     report.html (+ plots/). Standalone (`edgekd report`) it takes the run's lock and records what it
     wrote; as the report stage, the stage runner does both."""
@@ -140,7 +163,9 @@ def write_report(layout: RunLayout, added: list[Path] = (), standalone: bool = T
         if added:
             records.home.record_files("add", merge_added(layout, list(added)))
         verify_inputs(layout, records)
-        paths = _write_files(layout, build_report(layout))
+        report = build_report(layout)
+        report["recommendations"] = recommend(report, _max_int8_drop(layout), _budget_fails(report, budgets))
+        paths = _write_files(layout, report)
         if standalone:
             records.home.record_files("report", paths)
     return paths

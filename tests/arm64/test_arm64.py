@@ -1,0 +1,72 @@
+"""Proof on ARM64: a real run's files benchmarked inside an emulated Debian bookworm arm64 root (what
+Raspberry Pi OS 64-bit is built on) through the command target, with ai-edge-litert + onnxruntime and
+with Debian's numpy 1.24 + tflite-runtime 2.14. Timings under emulation mean nothing; whether every
+file loads, runs and scores what it scores on x86 is the point.
+
+    make test-arm64        # builds the root once (about 5 minutes; cached in .cache/arm64-root), then this
+"""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from edgekd.pipeline.cli import main
+from edgekd.pipeline.config import load_config
+from edgekd.pipeline.run import run_pipeline
+from tests.helpers import ROOT, SEED
+
+pytestmark = pytest.mark.arm64
+ARM_ROOT = Path(os.environ.get("EDGEKD_ARM64_ROOT", ROOT / ".cache" / "arm64-root"))
+TOLERANCE = {"fp32": 0.002, "fp16": 0.002, "int8": 0.005}  # accuracy may differ from x86 by this fraction at most
+
+
+@pytest.fixture(scope="module")
+def arm_root():
+    if not (ARM_ROOT / "opt" / "litert" / "bin" / "python").exists():
+        pytest.fail(f"no arm64 root at {ARM_ROOT}; build it with tests/arm64/make_root.sh {ARM_ROOT} (make test-arm64 does)")
+    proc = ARM_ROOT / "proc"
+    mounted = subprocess.run(["mountpoint", "-q", str(proc)]).returncode == 0
+    if not mounted:  # onnxruntime refuses to load models without /proc; /sys stays out (LiteRT's CPU probe crashes)
+        subprocess.run(["mount", "-t", "proc", "proc", str(proc)], check=True)
+    yield ARM_ROOT
+    if not mounted:
+        subprocess.run(["umount", str(proc)], check=False)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A real run: digits, teacher and student, all five formats, measured locally (x86) first."""
+    out = tmp_path_factory.mktemp("arm64") / "digits"
+    settings = ["teacher.train.epochs=5", "student.train.epochs=10", "run.device=cpu", f"run.seed={SEED}",
+                "bench.processes=2", "bench.min_runs=10", "bench.min_seconds=0.0", "bench.warmup=2", "bench.eager=[]"]
+    run_pipeline(load_config(ROOT / "configs" / "digits.toml", settings), out)
+    return out
+
+
+def test_every_file_runs_on_aarch64_and_scores_what_it_scores_on_x86(arm_root, run_dir, tmp_path):
+    targets = tmp_path / "targets.toml"
+    targets.write_text("".join(
+        f'[targets.arm64-{env}]\nkind = "command"\nprefix = ["chroot", "{arm_root}", "/opt/{env}/bin/python"]\n'
+        f'stage_dir = "{arm_root}/tmp"\nstage_dir_inside = "/tmp"\ntimeout_s = 3600\n\n' for env in ("litert", "tflrt")))
+    assert main(["bench", str(run_dir), "--targets", str(targets), "--target", "local", "--target", "arm64-litert",
+                 "--target", "arm64-tflrt"]) == 0
+    report = json.loads((run_dir / "report.json").read_text())
+    precision = {a["file"]: a["precision"] for a in report["artifacts"]}
+    x86 = {r["artifact"]: r for r in report["results"] if r["target"] == "local" and r["artifact"] in precision}
+    assert len(x86) == 10
+    for env, runtimes in (("litert", {"ai_edge_litert", "onnxruntime"}), ("tflrt", {"tflite_runtime"})):
+        rows = {r["artifact"]: r for r in report["results"] if r["target"] == f"arm64-{env}"}
+        expected = {a for a in x86 if env == "litert" or a.endswith(".tflite")}
+        assert set(rows) == expected, (env, set(expected) - set(rows))
+        for name, row in rows.items():
+            assert row["device"]["machine"] == "aarch64" and row["runtime"] in runtimes, row["runtime"]
+            gap = abs(row["accuracy"] - x86[name]["accuracy"])
+            assert gap <= TOLERANCE[precision[name]] + 1e-12, (env, name, row["accuracy"], x86[name]["accuracy"])
+            print(f"{env:6s} {name:32s} {row['runtime']} {row['runtime_version']}: accuracy {row['accuracy']:.4f} "
+                  f"(x86 {x86[name]['accuracy']:.4f})")
+        if env == "tflrt":
+            skipped = [s for s in report["skipped"] if s["target"] == "arm64-tflrt"]
+            assert {s["artifact"] for s in skipped} == {a for a in x86 if a.endswith(".onnx")}
+            assert all("pip install onnxruntime" in s["reason"] for s in skipped)

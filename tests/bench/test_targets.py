@@ -1,0 +1,263 @@
+"""Targets: ssh through a real sshd, a command prefix, adb's error paths with the real adb client,
+benchmark_model's real output, the fleet's scheduling, board state, and the file to ship."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgekd.bench.adb import ADBTarget, combine_runs, parse_benchmark_output, parse_devices
+from edgekd.bench.agent import AgentError, Timing, board_state, thermal_summary
+from edgekd.bench.fleet import measure_fleet
+from edgekd.bench.ssh import SSHTarget, is_this_machine
+from edgekd.bench.targets import BenchOptions, CommandTarget, LocalTarget
+from edgekd.errors import ConfigError
+from edgekd.pipeline.config.targets import load_targets_file
+from edgekd.pipeline.reporting.recommend import recommend
+
+QUICK = BenchOptions((1,), 2, Timing(2, 10, 0.0))
+
+
+def _files(run: Path) -> list[Path]:
+    return [run / "export" / "student.int8.tflite", run / "export" / "student.onnx"]
+
+
+def _local_accuracy(run: Path) -> dict[str, float]:
+    return {r["artifact"]: r["accuracy"] for r in json.loads((run / "bench" / "local.json").read_text())["results"]}
+
+
+def test_ssh_target_measures_what_local_measures(bench_run, ssh_host):
+    target = SSHTarget("loopback", ssh_host.host, ssh_host.port, sys.executable, QUICK, ssh_host.options)
+    assert target.shares_cpu, "127.0.0.1 is this machine: its timing must not overlap local timing"
+    target.prepare()
+    remote = target.remote_dir
+    try:
+        doc = target.run(_files(bench_run), bench_run / "data" / "eval.npz")
+    finally:
+        target.cleanup()
+    assert not Path(remote).exists(), "the remote directory is removed"
+    local = _local_accuracy(bench_run)
+    assert {r["artifact"]: r["accuracy"] for r in doc["results"]} == {k: local[k] for k in
+                                                                        ("export/student.int8.tflite", "export/student.onnx")}
+    assert all(r["target"] == "loopback" and r["latency_ms"]["processes"] == 2 for r in doc["results"])
+
+
+def test_ssh_remote_arguments_are_quoted(bench_run, ssh_host, tmp_path):
+    """A file name with spaces, `;` and `$(...)` is only a name on the device, and runs nothing."""
+    name = "a b;$(cd; touch edgekd-pwned);c.onnx"
+    weird = tmp_path / name
+    shutil.copy(bench_run / "export" / "student.onnx", weird)
+    target = SSHTarget("loopback", ssh_host.host, ssh_host.port, sys.executable, QUICK, ssh_host.options)
+    target.prepare()
+    try:
+        doc = target.run([weird], bench_run / "data" / "eval.npz")
+    finally:
+        target.cleanup()
+    assert [r["artifact"] for r in doc["results"]] == [name]
+    assert not (Path.home() / "edgekd-pwned").exists()
+
+
+def test_an_unknown_host_key_is_never_accepted(ssh_host, tmp_path):
+    other = tmp_path / "known_hosts"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True)
+    other.write_text(f"[{ssh_host.address}]:{ssh_host.port} {(tmp_path / 'k.pub').read_text().split(maxsplit=2)[0]} "
+                     f"{(tmp_path / 'k.pub').read_text().split()[1]}\n")
+    options = tuple(o if not o.startswith("UserKnownHostsFile=") else f"UserKnownHostsFile={other}" for o in ssh_host.options)
+    with pytest.raises(AgentError) as err:
+        SSHTarget("pi", ssh_host.host, ssh_host.port, sys.executable, QUICK, options).prepare()
+    assert err.value.exit_code == 3 and "cannot reach" in str(err.value) and "verification failed" in str(err.value)
+
+
+@pytest.mark.parametrize("case", ["closed port", "no runtime"])
+def test_ssh_environment_problems_exit_3_with_the_fix(ssh_host, case):
+    port, python = (ssh_host.port, "/usr/bin/python3") if case == "no runtime" else (1, sys.executable)
+    if case == "no runtime" and subprocess.run(["/usr/bin/python3", "-c", "import numpy"], capture_output=True).returncode == 0:
+        pytest.skip("this machine's /usr/bin/python3 has numpy")
+    with pytest.raises(AgentError) as err:
+        SSHTarget("pi", ssh_host.host, port, python, QUICK, ssh_host.options).prepare()
+    assert err.value.exit_code == 3
+    assert ("-m pip install numpy ai-edge-litert onnxruntime" if case == "no runtime" else "cannot reach") in str(err.value)
+
+
+def test_command_target_runs_the_agent_through_a_prefix(bench_run):
+    target = CommandTarget("prefixed", ("env", "EDGEKD_FROM_PREFIX=1", sys.executable), QUICK)
+    target.prepare()
+    workdir = target.workdir
+    try:
+        doc = target.run(_files(bench_run), bench_run / "data" / "eval.npz")
+    finally:
+        target.cleanup()
+    assert not workdir.exists()
+    local = _local_accuracy(bench_run)
+    assert all(r["accuracy"] == local[r["artifact"]] for r in doc["results"]) and len(doc["results"]) == 2
+
+
+def _overlap(a, b) -> bool:
+    return a.started_at < b.ended_at and b.started_at < a.ended_at
+
+
+def test_fleet_never_overlaps_targets_on_this_cpu_and_overlaps_other_hosts(bench_run, ssh_host, tmp_path):
+    from tests.conftest import start_sshd
+
+    hosts = []
+    try:
+        for i in (1, 2):  # two more hosts, each an sshd in its own network namespace
+            hosts.append(_netns_host(tmp_path / f"h{i}", i, start_sshd))
+    except (PermissionError, subprocess.CalledProcessError, FileNotFoundError) as exc:
+        pytest.skip(f"network namespaces unavailable here ({exc})")
+    try:
+        targets = [LocalTarget("local", QUICK), SSHTarget("loopback", ssh_host.host, ssh_host.port, sys.executable, QUICK,
+                                                          ssh_host.options),
+                   CommandTarget("prefixed", ("env", sys.executable), QUICK)]
+        slow = BenchOptions((1,), 3, Timing(2, 10, 0.3))  # long enough for both remote hosts to be timing at once
+        targets += [SSHTarget(f"host{i}", h.host, h.port, sys.executable, slow, h.options) for i, h in enumerate(hosts, 1)]
+        outcomes = {o.target: o for o in measure_fleet(targets, _files(bench_run), bench_run / "data" / "eval.npz",
+                                                        max_parallel=5)}
+        assert all(o.status == "ok" for o in outcomes.values()), {o.target: o.error for o in outcomes.values()}
+        on_this_cpu = [outcomes[n] for n in ("local", "loopback", "prefixed")]
+        assert not any(_overlap(a, b) for i, a in enumerate(on_this_cpu) for b in on_this_cpu[i + 1:])
+        assert _overlap(outcomes["host1"], outcomes["host2"]), "targets on distinct hosts run concurrently"
+        # a host whose connection dies mid-run gets a row saying why; the other's rows are complete
+        import threading
+        killer = threading.Timer(2.0, lambda: subprocess.run(f"ip netns pids {hosts[1].netns} | xargs -r kill -9",
+                                                              shell=True))
+        killer.start()
+        outcomes = {o.target: o for o in measure_fleet(targets[3:], _files(bench_run), bench_run / "data" / "eval.npz")}
+        killer.join()
+        assert outcomes["host1"].status == "ok" and len(outcomes["host1"].document["results"]) == 2
+        assert outcomes["host2"].status != "ok" and "host2" in outcomes["host2"].error
+    finally:
+        for h in hosts:
+            h.process.kill()
+            subprocess.run(["ip", "netns", "del", h.netns], capture_output=True)
+
+
+def _netns_host(folder: Path, index: int, start_sshd):
+    import os
+
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        raise PermissionError("needs root and iproute2")
+    ns, link, net = f"edgekdt{index}", f"ekt{index}", f"10.232.{index}"
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    subprocess.run(["ip", "link", "del", link + "a"], capture_output=True)
+    for cmd in (f"ip netns add {ns}", f"ip link add {link}a type veth peer name {link}b", f"ip link set {link}b netns {ns}",
+                f"ip addr add {net}.1/24 dev {link}a", f"ip link set {link}a up",
+                f"ip netns exec {ns} ip addr add {net}.2/24 dev {link}b", f"ip netns exec {ns} ip link set {link}b up",
+                f"ip netns exec {ns} ip link set lo up"):
+        subprocess.run(cmd.split(), check=True, capture_output=True)
+    host = start_sshd(folder, f"{net}.2", ns)
+    assert not is_this_machine(host.host)
+    return host
+
+
+# -- adb and benchmark_model
+
+NEW = """INFO: The input model file size (MB): 24.6229
+INFO: Initialized session in 119.515ms.
+INFO: Running benchmark for at least 5 iterations and at least 0.5 seconds but terminate if exceeding 150 seconds.
+INFO: count=9 first=87112 curr=51629 min=51629 max=87112 avg=58147.4 std=11478 p5=51629 median=51962 p95=87112
+INFO: Running benchmark for at least 1000 iterations and at least 1 seconds but terminate if exceeding 150 seconds.
+INFO: count=1000 first=52162 curr=49785 min=49088 max=686105 avg=63743.2 std=60716 p5=49620 median=51891 p95=68628
+INFO: Inference timings in us: Init: 119515, First inference: 87112, Warmup (avg): 58147.4, Inference (avg): 63743.2
+INFO: Memory footprint delta from the start of the tool (MB): init=55.4961 overall=55.4961
+INFO: Replacing 2136 out of 2168 node(s) with delegate (TfLiteXNNPackDelegate) node, yielding 65 partitions.
+Overall peak memory footprint (MB) via periodic monitoring: 61.25
+"""
+OLD = """count=50 first=87112 curr=51629 min=51629 max=87112 avg=58147.4 std=11478
+count=200 first=52162 curr=49785 min=49088 max=686105 avg=63743.2 std=60716
+Average inference timings in us: Warmup: 58147.4, Init: 119515, Inference: 63743.2
+Peak memory footprint (MB): init=55.4961 overall=57.0
+"""
+
+
+def test_benchmark_model_output_of_both_generations():
+    new = parse_benchmark_output(NEW)
+    assert new["timed"] == {"count": 1000, "first": 52162, "curr": 49785, "min": 49088, "max": 686105, "avg": 63743.2,
+                            "std": 60716, "p5": 49620, "median": 51891, "p95": 68628}
+    assert new["warmup"]["count"] == 9 and new["init_ms"] == pytest.approx(119.515)
+    assert new["first_ms"] == pytest.approx(87.112) and new["memory_mb"] == {"init": 55.4961, "overall": 55.4961}
+    assert new["peak_memory_mb"] == 61.25
+    assert new["delegated"] == {"nodes": 2136, "of": 2168, "delegate": "TfLiteXNNPackDelegate", "partitions": 65}
+    old = parse_benchmark_output(OLD)
+    assert old["timed"]["count"] == 200 and "median" not in old["timed"] and old["init_ms"] == pytest.approx(119.515)
+    assert old["memory_mb"] == {"init": 55.4961, "overall": 57.0} and old["first_ms"] == pytest.approx(87.112)
+    lat = combine_runs([new, new, old])
+    assert lat["process_p50"] == [pytest.approx(51.891), pytest.approx(51.891), pytest.approx(63.7432)]
+    assert lat["p50"] == pytest.approx(51.891) and lat["p50_from"].startswith("avg")  # the old tool has no median
+    assert lat["min"] == pytest.approx(49.088) and lat["n"] == 2200 and lat["p99"] is None
+
+
+def test_adb_devices_states():
+    text = "List of devices attached\nemulator-5554\tdevice\nR58M1234\tunauthorized\n0123\toffline\n\n"
+    assert parse_devices(text) == {"emulator-5554": "device", "R58M1234": "unauthorized", "0123": "offline"}
+
+
+@pytest.mark.parametrize("case, needle", [("no adb", "no adb client; install Android platform-tools"),
+                                          ("no binary", "benchmark_binary 'missing/benchmark_model' not found"),
+                                          ("no device", "no Android device attached")])
+def test_adb_environment_problems_exit_3(tmp_path, case, needle):
+    if case != "no adb" and shutil.which("adb") is None:
+        pytest.skip("needs the adb client (Debian package adb, installed by .ci/run)")
+    binary = tmp_path / "benchmark_model"
+    binary.write_bytes(b"\x7fELF")
+    target = ADBTarget("pixel", "missing/benchmark_model" if case == "no binary" else str(binary),
+                       adb="adb-not-installed-here" if case == "no adb" else "adb")
+    with pytest.raises(AgentError) as err:
+        target.prepare()
+    assert err.value.exit_code == 3 and needle in str(err.value)
+
+
+def test_edgekd_bench_on_a_target_that_cannot_run_exits_3(bench_run, tmp_path, capsys):
+    from edgekd.pipeline.cli import main
+
+    (tmp_path / "t.toml").write_text(f'[targets.pixel]\nkind = "adb"\nbenchmark_binary = "{tmp_path}/none"\n')
+    assert main(["bench", str(bench_run), "--targets", str(tmp_path / "t.toml"), "--target", "pixel"]) == 3
+    assert "pixel: target pixel: benchmark_binary" in " ".join(capsys.readouterr().err.split())
+
+
+def test_targets_file_is_typed_and_names_what_is_wrong(tmp_path):
+    (tmp_path / "t.toml").write_text('[targets.pi4]\nkind = "ssh"\nserial = "x"\n\n[targets.box]\nkind = "docker"\n')
+    with pytest.raises(ConfigError) as err:
+        load_targets_file(tmp_path / "t.toml")
+    text = str(err.value)
+    assert "unknown key 'targets.pi4.serial'" in text and "(that key is for kind 'adb')" in text
+    assert "kind 'ssh' needs host" in text and "targets.box.kind = 'docker'" in text
+
+
+# -- board state and the file to ship
+
+def test_a_throttled_board_is_marked(tmp_path, monkeypatch):
+    (tmp_path / "vcgencmd").write_text("#!/bin/sh\necho throttled=0x50005\n")
+    (tmp_path / "vcgencmd").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    state = board_state()
+    assert state["throttled_flags"] == 0x50005
+    summary = thermal_summary({}, state)
+    assert summary["throttled"] and "0x5" in summary["why"]  # under-voltage and throttled now
+    cool = {"cpu_mhz": {"cur": [1800.0] * 4, "max": 1800.0, "min": 600.0}}
+    hot = {"cpu_mhz": {"cur": [1500.0] * 4, "max": 1800.0, "min": 600.0}}
+    assert thermal_summary(cool, hot)["why"] == "CPU frequency fell from 1800 to 1500 MHz"
+    assert not thermal_summary(cool, cool)["throttled"]
+
+
+def _row(artifact, target, p50, acc, spread=0.02):
+    return {"artifact": artifact, "target": target, "accuracy": acc, "threads": 1,
+            "latency_ms": {"p50": p50, "p50_ci95": [p50 * (1 - spread), p50 * (1 + spread)]}}
+
+
+def test_the_file_to_ship_comes_from_each_targets_own_numbers():
+    arts = [{"file": f"export/{m}{s}", "model": m, "precision": p, "size_bytes": 1000}
+            for m in ("teacher", "student") for s, p in ((".tflite", "fp32"), (".int8.tflite", "int8"))]
+    x86 = [_row("export/teacher.tflite", "x86", 0.13, 0.98), _row("export/teacher.int8.tflite", "x86", 0.17, 0.98),
+           _row("export/student.tflite", "x86", 0.020, 0.975), _row("export/student.int8.tflite", "x86", 0.025, 0.974)]
+    arm = [_row("export/teacher.tflite", "pi4", 2.0, 0.98), _row("export/student.tflite", "pi4", 0.30, 0.975),
+           _row("export/student.int8.tflite", "pi4", 0.12, 0.974), _row("export/teacher.int8.tflite", "pi4", 0.9, 0.95)]
+    report = {"artifacts": arts, "results": x86 + arm, "models": {"teacher": {"accuracy": 0.98}}}
+    rec = recommend(report, max_drop=0.01)
+    assert rec["x86"]["ship"] == "export/student.tflite"  # int8 is slower on this x86
+    assert rec["x86"]["runner_up"] == "export/student.int8.tflite" and "1.25x" in rec["x86"]["why"]
+    assert rec["pi4"]["ship"] == "export/student.int8.tflite"  # and faster on the Pi
+    assert any(e["artifact"] == "export/teacher.int8.tflite" and "-3.00 pts" in e["why"] for e in rec["pi4"]["excluded"])
+    assert recommend(report, 0.01, {("pi4", "export/student.int8.tflite")})["pi4"]["ship"] == "export/student.tflite"
