@@ -107,3 +107,11 @@ def second_ssh_host(tmp_path):
     finally:
         subprocess.run(["ip", "link", "del", peer + "a"], capture_output=True)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+@pytest.fixture
+def bench_copy(bench_run, tmp_path):
+    """A copy of bench_run for a test that changes it (merges, re-benches, failed targets)."""
+    copy = tmp_path / "digits"
+    shutil.copytree(bench_run, copy)
+    return copy

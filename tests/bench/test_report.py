@@ -56,19 +56,19 @@ def test_pareto_front():
     assert pareto([(1, 0.95), (2, 0.9), (3, 0.99), (3, 0.99)]) == [0, 2, 3]
 
 
-def test_add_merges_results_measured_elsewhere(bench_run, tmp_path):
+def test_add_merges_results_measured_elsewhere(bench_copy, tmp_path):
     result = tmp_path / "pi.json"
-    proc = subprocess.run([sys.executable, str(AGENT), str(bench_run / "export" / "student.int8.tflite"),
-                           "--eval", str(bench_run / "data" / "eval.npz"), "--target", "pi4", "--processes", "2",
+    proc = subprocess.run([sys.executable, str(AGENT), str(bench_copy / "export" / "student.int8.tflite"),
+                           "--eval", str(bench_copy / "data" / "eval.npz"), "--target", "pi4", "--processes", "2",
                            "--min-runs", "20", "--min-seconds", "0.02", "-o", str(result)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert main(["report", str(bench_run), "--add", str(result)]) == 0
-    report = json.loads((bench_run / "report.json").read_text())
+    assert main(["report", str(bench_copy), "--add", str(result)]) == 0
+    report = json.loads((bench_copy / "report.json").read_text())
     pi = [r for r in report["results"] if r["target"] == "pi4"]
     assert [r["artifact"] for r in pi] == ["export/student.int8.tflite"]
-    assert "## Target `pi4`" in (bench_run / "report.md").read_text()
-    assert main(["report", str(bench_run), "--add", str(result)]) == 0  # re-adding replaces, never duplicates
-    assert len([r for r in json.loads((bench_run / "report.json").read_text())["results"] if r["target"] == "pi4"]) == 1
+    assert "## Target `pi4`" in (bench_copy / "report.md").read_text()
+    assert main(["report", str(bench_copy), "--add", str(result)]) == 0  # re-adding replaces, never duplicates
+    assert len([r for r in json.loads((bench_copy / "report.json").read_text())["results"] if r["target"] == "pi4"]) == 1
 
 
 @pytest.mark.parametrize("content, needle", [("{not json", "not a readable results file"),
@@ -118,30 +118,29 @@ def test_report_gate_and_pack_never_import_torch(bench_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-def test_after_edgekd_bench_alone_a_run_reruns_nothing(bench_run, capsys):
+def test_after_edgekd_bench_alone_a_run_reruns_nothing(bench_copy, capsys):
     from edgekd.pipeline.config import load_config
     from edgekd.pipeline.run import run_pipeline
     from tests.helpers import FAST_BENCH, ROOT
 
-    before = (bench_run / "report.json").stat().st_mtime_ns
-    assert main(["-q", "bench", str(bench_run)]) == 0
-    assert (bench_run / "report.json").stat().st_mtime_ns > before, "edgekd bench rewrites the report"
-    again = run_pipeline(load_config(ROOT / "configs" / "digits.toml", FAST_BENCH), bench_run)
+    before = (bench_copy / "report.json").stat().st_mtime_ns
+    assert main(["-q", "bench", str(bench_copy)]) == 0
+    assert (bench_copy / "report.json").stat().st_mtime_ns > before, "edgekd bench rewrites the report"
+    again = run_pipeline(load_config(ROOT / "configs" / "digits.toml", FAST_BENCH), bench_copy)
     assert again.ran == [], again.ran
 
 
-def test_a_new_int8_limit_reconverts_no_file(bench_run):
+def test_a_new_int8_limit_reconverts_no_file(bench_copy):
     from edgekd.pipeline.config import load_config
     from edgekd.pipeline.run import run_pipeline
     from tests.helpers import FAST_BENCH, ROOT
 
-    hashes = {p.name: sha256_file(p) for p in (bench_run / "export").iterdir()}
+    hashes = {p.name: sha256_file(p) for p in (bench_copy / "export").iterdir()}
     cfg = load_config(ROOT / "configs" / "digits.toml", [*FAST_BENCH, "export.max_int8_drop=0.02"])
-    summary = run_pipeline(cfg, bench_run, until="export")
+    summary = run_pipeline(cfg, bench_copy, until="export")
     assert summary.ran == ["export"]
-    manifest = json.loads((bench_run / "manifest.json").read_text())
+    manifest = json.loads((bench_copy / "manifest.json").read_text())
     assert manifest["stages"]["export"]["metrics"]["reused_files"] == 2  # both files kept, none converted
-    after = {p.name: sha256_file(p) for p in (bench_run / "export").iterdir()}
+    after = {p.name: sha256_file(p) for p in (bench_copy / "export").iterdir()}
     assert {k: v for k, v in after.items() if not k.endswith(".json")} == \
         {k: v for k, v in hashes.items() if not k.endswith(".json")}
-    run_pipeline(load_config(ROOT / "configs" / "digits.toml", FAST_BENCH), bench_run)  # back to the fixture's state

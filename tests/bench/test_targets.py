@@ -209,11 +209,11 @@ def test_adb_environment_problems_exit_3(tmp_path, case, needle):
     assert err.value.exit_code == 3 and needle in str(err.value)
 
 
-def test_edgekd_bench_on_a_target_that_cannot_run_exits_3(bench_run, tmp_path, capsys):
+def test_edgekd_bench_on_a_target_that_cannot_run_exits_3(bench_copy, tmp_path, capsys):
     from edgekd.pipeline.cli import main
 
     (tmp_path / "t.toml").write_text(f'[targets.pixel]\nkind = "adb"\nbenchmark_binary = "{tmp_path}/none"\n')
-    assert main(["bench", str(bench_run), "--targets", str(tmp_path / "t.toml"), "--target", "pixel"]) == 3
+    assert main(["bench", str(bench_copy), "--targets", str(tmp_path / "t.toml"), "--target", "pixel"]) == 3
     assert "pixel: target pixel: benchmark_binary" in " ".join(capsys.readouterr().err.split())
 
 
