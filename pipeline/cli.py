@@ -127,6 +127,47 @@ def cmd_pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from edgekd.pipeline.config import load_config
+    from edgekd.pipeline.layout import RunLayout
+    from edgekd.pipeline.reporting.report import write_report
+    from edgekd.pipeline.sweep import run_sweep, split_values, table_lines
+
+    grid = [item for item in args.set if len(split_values(item.partition("=")[2])) > 1]
+    base = [item for item in args.set if item not in grid]
+    if not grid:
+        raise UsageError("edgekd sweep needs at least one --set KEY=V1,V2,... with two or more values, e.g. "
+                         "--set distill.temperature=1,2,4,8,20")
+    if args.seeds < 1 or args.jobs < 1:
+        raise UsageError("--seeds and --jobs must be >= 1")
+    cfg = load_config(Path(args.config), base)
+    out = _writable_dir(Path(args.out) if args.out else Path("runs") / f"{cfg.run.name}-sweep", "--out")
+    summary = run_sweep(Path(args.config), base, grid, args.seeds, args.jobs, out,
+                        progress=lambda line: console.print(line, highlight=False))
+    write_report(RunLayout(out))
+    screen = Console()
+    for line in table_lines(summary):
+        screen.print(line, highlight=False)
+    screen.print(f"sweep: {RunLayout(out).sweep}; report: {RunLayout(out).report_md}")
+    return 0
+
+
+def cmd_cv(args: argparse.Namespace) -> int:
+    from edgekd.pipeline.config import load_config
+    from edgekd.pipeline.cv import markdown, run_cv
+
+    if args.folds < 2:
+        raise UsageError("--folds must be >= 2")
+    cfg = load_config(Path(args.config), [*args.set, f"data.folds={args.folds}"])
+    out = _writable_dir(Path(args.out) if args.out else Path("runs") / f"{cfg.run.name}-cv{args.folds}", "--out")
+    result = run_cv(Path(args.config), args.set, args.folds, out, progress=lambda line: console.print(line, highlight=False))
+    screen = Console()
+    for line in markdown(result)[2:]:
+        screen.print(line, highlight=False)
+    screen.print(f"cv: {out / 'cv.json'} and {out / 'cv.md'}")
+    return 0
+
+
 def cmd_gate(args: argparse.Namespace) -> int:
     from edgekd.fileio import write_text
     from edgekd.pipeline.console import stdout
@@ -208,6 +249,21 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--junit", metavar="FILE", help="also write JUnit XML (one test case per rule and result)")
     gate.add_argument("--json", action="store_true", help="print verdicts as JSON instead of the table")
     gate.set_defaults(func=cmd_gate)
+    sweep = sub.add_parser("sweep", parents=[common], help="one teacher, one student per grid point and seed "
+                           "(e.g. temperature x alpha), in parallel processes")
+    sweep.add_argument("config", help="TOML config, e.g. configs/mnist5k.toml")
+    sweep.add_argument("--set", action="append", default=[], metavar="KEY=V1,V2,...",
+                       help="a grid axis (two or more values) or a fixed override (one value); repeatable")
+    sweep.add_argument("--seeds", type=int, default=3, help="student seeds per point (default 3)")
+    sweep.add_argument("--jobs", type=int, default=1, help="points trained at once, each in its own process")
+    sweep.add_argument("--out", help="run directory (default: runs/<run.name>-sweep)")
+    sweep.set_defaults(func=cmd_sweep)
+    cv = sub.add_parser("cv", parents=[common], help="k-fold comparison of teacher, distilled and simple student")
+    cv.add_argument("config", help="TOML config, e.g. configs/digits.toml")
+    cv.add_argument("--folds", type=int, default=5)
+    cv.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    cv.add_argument("--out", help="output directory (default: runs/<run.name>-cv<K>)")
+    cv.set_defaults(func=cmd_cv)
     pack_cmd = sub.add_parser("pack", parents=[common], help="zip the exported files, eval set and agent for a device")
     pack_cmd.add_argument("run_dir", help="a run directory, e.g. runs/mnist5k")
     pack_cmd.add_argument("-o", "--output", required=True, metavar="BUNDLE.zip")

@@ -61,6 +61,19 @@ class RunLayout:
     def calibration(self) -> Path:
         return self.root / "data" / "calibration.npz"
 
+    @property
+    def sweep(self) -> Path:
+        """edgekd sweep's summary of the run's student variants."""
+        return self.root / "sweep.json"
+
+    def fold(self, k: int) -> "RunLayout":
+        """edgekd cv: fold k is a whole run of its own under folds/<k>/."""
+        return RunLayout(self.root / "folds" / str(k))
+
+    @property
+    def cv(self) -> Path:
+        return self.root / "cv.json"
+
     def variants(self) -> list[str]:
         folder = self.root / "students"
         return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []

@@ -57,10 +57,40 @@ def _check_teacher_file(cfg: PipelineConfig, data: Dataset, exports: bool) -> li
     return problems
 
 
+def _check_distillation(cfg: PipelineConfig, data: Dataset) -> list[str]:
+    """Hint pairs that name real modules with pairable shapes; transfer classes that exist."""
+    from edgekd.pipeline.training.bias import output_layer
+    from edgekd.pipeline.training.hints import Hints
+
+    problems = []
+    t = cfg.distill.transfer
+    bad = [c for c in (*t.omit_classes, *t.only_classes) if not 0 <= c < data.num_classes]
+    if bad:
+        problems.append(f"distill.transfer: class ids {bad} out of range; the data has classes 0..{data.num_classes - 1}")
+    elif len(set(t.omit_classes)) >= data.num_classes or (t.only_classes and not set(t.only_classes)):
+        problems.append("distill.transfer: leaves no class to train on")
+    try:
+        student = build_model(ModelSpec(cfg.student.arch, data.in_shape, data.num_classes, dict(cfg.student.kwargs)))
+        if (t.omit_classes or t.only_classes) and cfg.distill.bias_correction == "auto":
+            output_layer(student, data.num_classes)
+        if cfg.distill.hints:
+            teacher = (read_teacher(Path(cfg.teacher.checkpoint), ModelSpec(cfg.teacher.arch, data.in_shape,
+                                                                            data.num_classes, dict(cfg.teacher.kwargs)))[0]
+                       if cfg.teacher.checkpoint else
+                       build_model(ModelSpec(cfg.teacher.arch, data.in_shape, data.num_classes, dict(cfg.teacher.kwargs))))
+            for handle in Hints(cfg.distill.hints, teacher, torch.from_numpy(data.x_train[:2])).attach(student):
+                handle.remove()
+    except (ModelError, DataError) as exc:
+        problems.append(str(exc))
+    return problems
+
+
 def preflight(cfg: PipelineConfig, data: Dataset, stages: list[str]) -> None:
     """Raise ConfigError (exit 2) listing every model problem at once; nothing has been written yet."""
     problems = (_check_teacher_file(cfg, data, "export" in stages) if cfg.teacher.checkpoint
                 else _check_model("teacher", cfg, data))
     problems += _check_model("student", cfg, data)
+    if not problems:
+        problems += _check_distillation(cfg, data)
     if problems:
         raise ConfigError(problems, "models")

@@ -33,6 +33,8 @@ class DataConfig:
     layout: Literal["nchw", "nhwc"] = "nchw"  # npz only: layout of a rank-4 `x`
     image_size: tuple[int, ...] = ()  # folder only: (height, width) to resize to; () keeps the files' size
     grayscale: Literal["auto", True, False] = "auto"  # folder only: one channel; "auto": when every image is gray
+    folds: int = 0  # k-fold cross-validation (edgekd cv): the test split is fold `fold` of `folds`
+    fold: int = 0
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class TrainConfig:
     schedule: Literal["cosine", "none"] = "cosine"
     jitter: int = 0  # random shifts of up to ±jitter pixels, applied on the fly each epoch
     patience: int = 0  # stop after this many epochs without a better val accuracy; 0 never stops early
+    seed: int = -1  # initial weights and batch order; -1 takes run.seed (sweeps vary it without a new data split)
 
 
 @dataclass(frozen=True)
@@ -63,12 +66,35 @@ class TeacherConfig(ModelConfig):
 
 
 @dataclass(frozen=True)
+class TransferConfig:
+    """Which classes the transfer set (baseline and student) holds; the teacher still knows them all."""
+
+    omit_classes: tuple[int, ...] = ()  # drop these classes' samples (Hinton et al. 2015, section 3)
+    only_classes: tuple[int, ...] = ()  # keep only these classes' samples
+
+
+@dataclass(frozen=True)
+class HintConfig:
+    """An L2 loss between a student layer (through a learned 1x1 conv or linear regressor, dropped after
+    training) and a teacher layer, both named by module path, e.g. "features.3" (FitNets)."""
+
+    student: str = ""
+    teacher: str = ""
+    weight: float = 0.1
+
+
+@dataclass(frozen=True)
 class DistillConfig:
     loss: str = "kd"  # a name in pipeline.training.losses.LOSSES
     temperature: float = 4.0
     alpha: float = 0.9  # weight of the soft (teacher) loss; 1 - alpha weighs the hard-label loss
     transfer_copies: int = 0  # jittered copies of the train split added to the transfer set
     transfer_jitter: int = 2  # ±pixels of those copies
+    transfer: TransferConfig = TransferConfig()
+    # with classes missing from the transfer set: raise their output biases by the amount that maximises
+    # validation accuracy ("auto"), or leave them ("none")
+    bias_correction: Literal["auto", "none"] = "auto"
+    hints: tuple[HintConfig, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -141,6 +167,14 @@ def validate(cfg: PipelineConfig) -> list[str]:
 
     if cfg.distill.loss not in LOSSES:
         p.append(f"distill.loss = {cfg.distill.loss!r}: unknown; valid: {', '.join(LOSSES)}")
+    tr = cfg.distill.transfer
+    if tr.omit_classes and tr.only_classes:
+        p.append("distill.transfer: give omit_classes or only_classes, not both")
+    for h in cfg.distill.hints:
+        if not h.student or not h.teacher or h.weight < 0:
+            p.append(f"distill.hints: {h}: needs student and teacher module paths and a weight >= 0")
+    if cfg.data.folds and not (cfg.data.folds >= 2 and 0 <= cfg.data.fold < cfg.data.folds):
+        p.append(f"data.folds = {cfg.data.folds}, data.fold = {cfg.data.fold}: need folds >= 2 and 0 <= fold < folds")
     if not 0 <= cfg.distill.alpha <= 1:
         p.append(f"distill.alpha = {cfg.distill.alpha}: must be in [0, 1]")
     for key in ("transfer_copies", "transfer_jitter"):

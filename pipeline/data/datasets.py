@@ -273,13 +273,28 @@ def _check_splittable(raw: RawData, cfg: DataConfig) -> None:
                         f"{len(splits)}; add samples (or set data.val_fraction = 0)")
 
 
+def stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """A fold id per sample: every class dealt round-robin over the folds in seeded random order."""
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(y), dtype=np.int64)
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        fold[idx] = (np.arange(len(idx)) + rng.integers(folds)) % folds
+    return fold
+
+
 def prepare(cfg: DataConfig, seed: int) -> Dataset:
     """Load, check, split (stratified, by `seed`) and normalise (train statistics) one dataset."""
     raw = DATASETS[cfg.dataset].loader(cfg)
     check(raw.x, raw.y, len(raw.labels), raw.source)
     _check_splittable(raw, cfg)
     rng = np.random.default_rng(seed)
-    if raw.x_test is not None:
+    if cfg.folds:  # k-fold: the test split is one fold of the (train) data; validation comes from the rest
+        x_all = raw.x if raw.x_test is None else np.concatenate([raw.x, raw.x_test])
+        y_all = raw.y if raw.y_test is None else np.concatenate([raw.y, raw.y_test])
+        is_test = stratified_folds(y_all, cfg.folds, seed) == cfg.fold
+        x_test, y_test, x_rest, y_rest = x_all[is_test], y_all[is_test], x_all[~is_test], y_all[~is_test]
+    elif raw.x_test is not None:
         check(raw.x_test, raw.y_test, len(raw.labels), raw.source + " (test files)")
         x_test, y_test = raw.x_test, raw.y_test
         x_rest, y_rest = raw.x, raw.y

@@ -97,6 +97,8 @@ def _md_to_html(md: str) -> str:
 def html_report(report: dict, table: dict[str, list[dict]], md: str, path: Path, plots_dir: Path) -> list[Path]:
     """Write report.html and plots/*.png; return the paths written."""
     images = _plots(table)
+    if (plots_dir / "sweep.png").exists():  # drawn by edgekd sweep
+        images["sweep.png"] = (plots_dir / "sweep.png").read_bytes()
     written = []
     for name, data in images.items():
         write_bytes(plots_dir / name, data)

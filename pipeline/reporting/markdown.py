@@ -92,6 +92,7 @@ def markdown(report: dict) -> str:
                     f"{t['status']} after {t.get('attempts', 1)} attempt(s): {t.get('error', '')}"]
     for target, missed in skipped.items():
         out += ["", f"## Target `{target}`", ""] + [f"Not measured: {row['artifact']} ({row['reason']})." for row in missed]
+    out += _distillation_lines(report)
     out += ["", "## What each file is (read back from the file)", "",
             "| file | kind | weights | weight bits | activations | input | granularity | ops | ops computing in float |",
             "|---|---|---|---:|---|---|---|---:|---|"]
@@ -105,3 +106,36 @@ def markdown(report: dict) -> str:
 
 def _fmt_count(v: int | None) -> str:
     return "-" if v is None else f"{v:,}"
+
+
+def _distillation_lines(report: dict) -> list[str]:
+    """Missing classes and their bias correction, hint losses, and a sweep of this run's teacher."""
+    from edgekd.pipeline.sweep import table_lines
+
+    d, out = report.get("distillation", {}), []
+    bias = d.get("bias_correction")
+    if bias:
+        labels = [str(i) for i in range(len(bias["test_errors_before"]))]
+        out += ["", "## Classes missing from the transfer set", "",
+                f"The student was distilled on classes {d['transfer_classes']} only. The output biases of "
+                f"{bias['classes']} were raised by {bias['shift']:+.2f}, chosen on the validation split "
+                f"(val accuracy {fmt_pct(bias['val_accuracy_before'])} → {fmt_pct(bias['val_accuracy_after'])}); "
+                f"test accuracy {fmt_pct(bias['test_accuracy_before'])} before the correction.", "",
+                "| class | " + " | ".join(labels) + " | all |", "|---|" + "---:|" * (len(labels) + 1),
+                "| test errors before | " + " | ".join(map(str, bias["test_errors_before"])) +
+                f" | {sum(bias['test_errors_before'])} |",
+                "| test errors after | " + " | ".join(map(str, bias["test_errors_after"])) +
+                f" | {sum(bias['test_errors_after'])} |"]
+    hints = d.get("hints")
+    if hints:
+        losses = hints["loss_by_epoch"]
+        out += ["", "## Hint (feature) distillation", "",
+                "Pairs (student ← teacher, weight): " + "; ".join(f"{h['student']} ← {h['teacher']} ({h['weight']})"
+                                                               for h in hints["pairs"]) +
+                f". Hint loss per epoch {losses[0]:.4g} → {losses[-1]:.4g} ({len(losses)} epochs); the "
+                f"{hints['regressor_params']:,} regressor parameters are not in the exported files."]
+    sweep = report.get("sweep")
+    if sweep:
+        out += ["", "## Sweep of this teacher's students (`sweep.json`, plot `plots/sweep.png`)", "",
+                *table_lines(sweep)]
+    return out

@@ -21,6 +21,7 @@ from edgekd.pipeline.lock import run_lock
 from edgekd.pipeline.manifest import RunRecords
 from edgekd.pipeline.reporting.markdown import markdown, rows
 from edgekd.pipeline.reporting.recommend import recommend
+from edgekd.pipeline.sweep import load as load_sweep
 from edgekd.pipeline.reporting.schema import bench_file_problems
 
 log = logging.getLogger(__name__)
@@ -125,13 +126,17 @@ def build_report(layout: RunLayout) -> dict:
         meta = json.loads(path.read_text())
         targets.append({"target": path.stem, **{k: meta[k] for k in ("kind", "status", "error", "attempts", "started_at",
                                                                       "ended_at") if k in meta}})
+    student = stage("student").get("metrics", {})
+    distillation = {k: student[k] for k in ("temperature", "alpha", "transfer_classes", "bias_correction", "hints")
+                    if k in student}
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     return {"schema": "edgekd.report/1",
             "run": {"name": manifest.data.get("run"), "created": created, "config_hash": manifest.data.get("config_hash"),
                     "edgekd_version": __version__},
             "dataset": {"name": data["name"], "num_classes": data["num_classes"], "input_shape": data["input_shape"],
                         "n_train": data["n_train"], "n_test": data["n_test"]},
-            "models": models, "artifacts": artifacts, "results": results, "skipped": skipped, "targets": targets}
+            "models": models, "distillation": distillation, "artifacts": artifacts, "results": results,
+            "skipped": skipped, "targets": targets, **({"sweep": sweep} if (sweep := load_sweep(layout.root)) else {})}
 
 
 def _max_int8_drop(layout: RunLayout) -> float:

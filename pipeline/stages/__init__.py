@@ -26,7 +26,8 @@ def _training(cfg: PipelineConfig) -> dict:
 
 
 def _transfer(cfg: PipelineConfig) -> dict:
-    return {"transfer_copies": cfg.distill.transfer_copies, "transfer_jitter": cfg.distill.transfer_jitter}
+    return {"transfer_copies": cfg.distill.transfer_copies, "transfer_jitter": cfg.distill.transfer_jitter,
+            "transfer": dataclasses.asdict(cfg.distill.transfer)}
 
 
 def _export(cfg: PipelineConfig) -> dict:

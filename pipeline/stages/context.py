@@ -52,13 +52,26 @@ class StageResult:
     metrics: dict = field(default_factory=dict)
 
 
+def transfer_classes(ctx: StageContext) -> list[int]:
+    """The classes the transfer set holds (all, unless distill.transfer omits some or keeps only some)."""
+    t, classes = ctx.cfg.distill.transfer, range(ctx.data.num_classes)
+    if t.only_classes:
+        return [c for c in classes if c in t.only_classes]
+    return [c for c in classes if c not in t.omit_classes]
+
+
 def transfer_set(ctx: StageContext) -> tuple[Tensor, Tensor]:
-    """The train split plus `distill.transfer_copies` jittered copies of it (same for every seed-equal run).
+    """The train split (of the transfer classes) plus `distill.transfer_copies` jittered copies of it
+    (the same for every seed-equal run).
 
     The baseline trains on the same inputs with hard labels, so the only difference between baseline
     and distilled student is the loss.
     """
     x, y = ctx.tensors("train")
+    keep = transfer_classes(ctx)
+    if len(keep) < ctx.data.num_classes:
+        mask = torch.isin(y, torch.tensor(keep, device=y.device))
+        x, y = x[mask], y[mask]
     d = ctx.cfg.distill
     if d.transfer_copies == 0:
         return x, y
@@ -67,10 +80,14 @@ def transfer_set(ctx: StageContext) -> tuple[Tensor, Tensor]:
     return torch.cat([x, *copies]), y.repeat(d.transfer_copies + 1)
 
 
+def training_seed(ctx: StageContext, model_cfg: ModelConfig) -> int:
+    return model_cfg.train.seed if model_cfg.train.seed >= 0 else ctx.cfg.run.seed
+
+
 def new_model(ctx: StageContext, model_cfg: ModelConfig) -> tuple[nn.Module, ModelSpec]:
     """Build a freshly seeded model: the same seed gives the same initial weights in every stage."""
     spec = ModelSpec(model_cfg.arch, ctx.data.in_shape, ctx.data.num_classes, dict(model_cfg.kwargs))
-    torch.manual_seed(ctx.cfg.run.seed)
+    torch.manual_seed(training_seed(ctx, model_cfg))
     return build_model(spec).to(ctx.device), spec
 
 
@@ -82,16 +99,19 @@ def evaluate(ctx: StageContext, model: nn.Module, spec: ModelSpec) -> dict:
             "n_test": len(y_test), "device": str(ctx.device)}
 
 
-def train_and_save(ctx: StageContext, name: str, model_cfg: ModelConfig, x: Tensor, y: Tensor, loss: Loss) -> StageResult:
-    """Train (resuming an interrupted run of the same stage), evaluate on the test split, write `<name>.pt`."""
+def train_and_save(ctx: StageContext, name: str, model_cfg: ModelConfig, x: Tensor, y: Tensor, loss: Loss,
+                   finish: Callable[[nn.Module], dict] | None = None) -> StageResult:
+    """Train (resuming an interrupted run of the same stage), run `finish` on the trained model (it may
+    change it and returns metrics), evaluate on the test split, write `<name>.pt`."""
     model, spec = new_model(ctx, model_cfg)
     x_val, y_val = ctx.tensors("val")
     resume = Resume(ctx.layout.resume_file(name), ctx.resume_key)
     start = time.perf_counter()
-    result: FitResult = fit(model, x, y, loss, x_val, y_val, model_cfg.train, ctx.cfg.run.seed, ctx.progress(name),
-                            resume)
+    result: FitResult = fit(model, x, y, loss, x_val, y_val, model_cfg.train, training_seed(ctx, model_cfg),
+                            ctx.progress(name), resume)
     train_seconds = time.perf_counter() - start
-    metrics = {**evaluate(ctx, model, spec), "val_accuracy": result.val_accuracy, "epochs": result.epochs,
+    extra = finish(model) if finish else {}
+    metrics = {**evaluate(ctx, model, spec), **extra, "val_accuracy": result.val_accuracy, "epochs": result.epochs,
                "best_epoch": result.best_epoch, "resumed_from_epoch": result.resumed_from, "train_samples": len(x),
                "train_seconds": round(train_seconds, 3),
                "epoch_seconds_median": round(statistics.median(result.epoch_seconds), 4), **loss.metrics()}

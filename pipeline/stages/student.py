@@ -1,8 +1,17 @@
-"""The student stage: distil teacher.pt into the student architecture (loss `distill.loss`); write student.pt."""
+"""The student stage: distil teacher.pt into the student architecture (loss `distill.loss`); write student.pt.
+
+When the transfer set lacks classes, the output biases of those classes are raised afterwards by the
+amount that maximises validation accuracy (`distill.bias_correction`), and the corrected biases are
+what student.pt and every exported file carry.
+"""
 from __future__ import annotations
 
-from edgekd.pipeline.stages.context import StageContext, StageResult, train_and_save, transfer_set
+from torch import nn
+
+from edgekd.pipeline.stages.context import StageContext, StageResult, train_and_save, transfer_classes, transfer_set
+from edgekd.pipeline.training import bias
 from edgekd.pipeline.training.checkpoint import load_checkpoint
+from edgekd.pipeline.training.fit import predict
 from edgekd.pipeline.training.losses import LossInputs, make_loss
 
 
@@ -11,5 +20,12 @@ def train_student(ctx: StageContext) -> StageResult:
     teacher, _ = load_checkpoint(ctx.layout.checkpoint("teacher"))
     x, y = transfer_set(ctx)
     inputs = LossInputs(x, y, teacher.to(ctx.device).eval(), cfg.distill.temperature, cfg.distill.alpha,
-                        augmented=bool(cfg.student.train.jitter))
-    return train_and_save(ctx, "student", cfg.student, x, y, make_loss(cfg.distill.loss, inputs))
+                        augmented=bool(cfg.student.train.jitter), hints=cfg.distill.hints)
+    missing = [c for c in range(ctx.data.num_classes) if c not in transfer_classes(ctx)]
+
+    def finish(model: nn.Module) -> dict:
+        facts = {"transfer_classes": transfer_classes(ctx)} if missing else {}
+        if missing and cfg.distill.bias_correction == "auto":
+            facts |= bias.correct(model, missing, ctx.tensors("val"), ctx.tensors("test"), ctx.data.num_classes, predict)
+        return facts
+    return train_and_save(ctx, "student", cfg.student, x, y, make_loss(cfg.distill.loss, inputs), finish)

@@ -137,6 +137,7 @@ def fit(model: nn.Module, x: Tensor, y: Tensor, loss: Loss, x_val: Tensor, y_val
     """
     progress = progress or SilentProgress()
     gen = torch.Generator().manual_seed(seed)
+    handles = loss.attach(model)  # first: a loss may build its own modules from the model's features
     modules = [model, *loss.modules()]
     opt = _optimizer([p for m in modules for p in m.parameters() if p.requires_grad], cfg)
     steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
@@ -158,7 +159,6 @@ def fit(model: nn.Module, x: Tensor, y: Tensor, loss: Loss, x_val: Tensor, y_val
         result.resumed_from = saved["epoch"]
         log.info("resuming at epoch %d of %d (state saved after epoch %d)", saved["epoch"] + 1, cfg.epochs,
                  saved["epoch"])
-    handles = loss.attach(model)
     try:
         for epoch in range(result.epochs + 1, cfg.epochs + 1):
             if cfg.patience and result.best_epoch and epoch - 1 - result.best_epoch >= cfg.patience:

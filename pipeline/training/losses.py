@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from edgekd.pipeline.training.hints import Hints
+
 log = logging.getLogger(__name__)
 
 
@@ -76,10 +78,12 @@ class Distillation(Loss):
     epoch costs; with it the teacher sees every augmented batch."""
 
     def __init__(self, teacher: nn.Module, x: Tensor, labels: Tensor, temperature: float, alpha: float,
-                 augmented: bool, batch_size: int = 1024):
+                 augmented: bool, hints: tuple = (), batch_size: int = 1024):
         self.teacher, self.labels, self.t, self.alpha = teacher.eval(), labels, temperature, alpha
         self.cached = None
         self.cache_seconds = 0.0
+        self.hints = Hints(hints, self.teacher, x) if hints else None
+        self.epoch_size, self._seen, self._hint_sum = len(x), 0, 0.0
         if not augmented:
             start = time.perf_counter()
             with torch.no_grad():
@@ -88,16 +92,41 @@ class Distillation(Loss):
             self.cache_seconds = time.perf_counter() - start
             log.info("cached teacher soft targets for %d transfer samples in %.2f s", len(x), self.cache_seconds)
 
+    def modules(self) -> list[nn.Module]:
+        return [self.hints.regressors] if self.hints else []
+
+    def attach(self, model: nn.Module) -> list:
+        return self.hints.attach(model) if self.hints else []
+
     def __call__(self, logits: Tensor, inputs: Tensor, idx: Tensor) -> Tensor:
         if self.cached is not None:
-            return kd_loss_from_log_probs(logits, self.cached[idx], self.labels[idx], self.t, self.alpha)
-        with torch.no_grad():
-            target = self.teacher(inputs)
-        return kd_loss(logits, target, self.labels[idx], self.t, self.alpha)
+            loss = kd_loss_from_log_probs(logits, self.cached[idx], self.labels[idx], self.t, self.alpha)
+        else:
+            with torch.no_grad():
+                target = self.teacher(inputs)
+            loss = kd_loss(logits, target, self.labels[idx], self.t, self.alpha)
+        if self.hints is None:
+            return loss
+        self.hints.teacher_features(inputs)
+        hint = self.hints.loss()
+        self._track(float(hint.detach()), len(idx))
+        return loss + hint
+
+    def _track(self, hint: float, n: int) -> None:
+        """The hint loss averaged over each epoch (an epoch is one pass over the transfer set)."""
+        self._hint_sum += hint * n
+        self._seen += n
+        if self._seen >= self.epoch_size:
+            self.hints.history.append(round(self._hint_sum / self._seen, 6))
+            self._seen, self._hint_sum = 0, 0.0
 
     def metrics(self) -> dict:
-        return {"temperature": self.t, "alpha": self.alpha, "teacher_logits_cached": self.cached is not None,
-                "teacher_cache_seconds": round(self.cache_seconds, 3)}
+        out = {"temperature": self.t, "alpha": self.alpha, "teacher_logits_cached": self.cached is not None,
+               "teacher_cache_seconds": round(self.cache_seconds, 3)}
+        if self.hints:
+            out["hints"] = {"pairs": [vars(h) for h in self.hints.hints], "loss_by_epoch": self.hints.history,
+                            "regressor_params": sum(p.numel() for p in self.hints.regressors.parameters())}
+        return out
 
 
 @dataclass(frozen=True)
@@ -110,11 +139,12 @@ class LossInputs:
     temperature: float
     alpha: float
     augmented: bool  # inputs change every epoch (on-the-fly jitter)
+    hints: tuple = ()  # HintConfig pairs
 
 
 LOSSES: dict[str, Callable[[LossInputs], Loss]] = {
     "ce": lambda i: CrossEntropy(i.labels),
-    "kd": lambda i: Distillation(i.teacher, i.x, i.labels, i.temperature, i.alpha, i.augmented),
+    "kd": lambda i: Distillation(i.teacher, i.x, i.labels, i.temperature, i.alpha, i.augmented, i.hints),
 }
 
 
