@@ -35,6 +35,9 @@ def atomic_path(path: Path, *, keep_suffix: bool = False, commit: bool = True) -
             with open(tmp_path, "rb+") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp_path, path)
+            if os.environ.get("EDGEKD_TRACE_WRITES"):  # tests: which process wrote which file, how often
+                with open(os.environ["EDGEKD_TRACE_WRITES"], "a") as trace:
+                    trace.write(f"{os.getpid()}\t{os.environ.get('RANK', '-')}\t{path}\n")
     finally:
         tmp_path.unlink(missing_ok=True)
 

@@ -51,13 +51,36 @@ def _writable_dir(path: Path, option: str) -> Path:
     return path.resolve()
 
 
+def _launch_torchrun(args: argparse.Namespace, argv: list[str]) -> int:
+    """`edgekd run --nproc N`: the same command under torchrun, N processes on this machine."""
+    import subprocess
+
+    rest = [a for i, a in enumerate(argv) if a != "--nproc" and (i == 0 or argv[i - 1] != "--nproc")
+            and not a.startswith("--nproc=")]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.nproc), "-m",
+           "edgekd.pipeline.cli", *rest]
+    code = subprocess.run(cmd).returncode
+    if code not in (0, 2, 3):
+        console.print("[bold red]error:[/] a training process failed (torchrun's summary above names the rank); "
+                      "finished stages and epochs are kept: run the same command to resume", highlight=False)
+    return code
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from edgekd.pipeline.config import load_config
     from edgekd.pipeline.console import print_artifacts, print_models, stdout
+    from edgekd.pipeline.distributed import launched_by_torchrun
     from edgekd.pipeline.progress import RichProgress, SilentProgress
     from edgekd.pipeline.run import run_pipeline
 
-    cfg = load_config(Path(args.config), args.set)
+    cfg = load_config(Path(args.config), args.set)  # a bad config fails here, before any process starts
+    if args.nproc > 1 and not launched_by_torchrun():
+        return _launch_torchrun(args, args.argv)
+    follower = launched_by_torchrun() and int(__import__("os").environ.get("RANK", "0")) != 0
+    if follower:  # only rank 0 touches the run directory
+        run_pipeline(cfg, Path(args.out or Path("runs") / cfg.run.name).resolve(), until=args.until,
+                               force=tuple(args.force))
+        return 0
     out = _writable_dir(Path(args.out) if args.out else Path("runs") / cfg.run.name, "--out")
     progress = (lambda label: SilentProgress()) if args.quiet else (lambda label: RichProgress(label, console))
     summary = run_pipeline(cfg, out, until=args.until, force=tuple(args.force), progress=progress)
@@ -225,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--until", metavar="STAGE", help=f"stop after this stage ({STAGES_HELP})")
     run.add_argument("--force", action="append", default=[], metavar="STAGE",
                      help=f"re-run this stage and those that depend on it (repeatable; {STAGES_HELP})")
+    run.add_argument("--nproc", type=int, default=1, metavar="N",
+                     help="train with N processes under torchrun (DistributedDataParallel; gloo on CPU, NCCL on CUDA)")
     run.set_defaults(func=cmd_run)
     bench = sub.add_parser("bench", parents=[common], help="measure every exported file on targets (this machine, "
                            "a Pi over ssh, a phone over adb, a command prefix), then rewrite the report")
@@ -280,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.append(str(Path.cwd()))
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     args.debug, args.quiet = args.debug or args.debug_before, args.quiet or args.quiet_before
     level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
     # third-party converters log at INFO by the hundred; show theirs from WARNING, ours at `level`

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Callable
 
 from edgekd import __version__
-from edgekd.errors import DataError, UsageError
+from edgekd.errors import CheckFailed, DataError, MissingDependency, UsageError
 from edgekd.fileio import STALE_GLOB, sha256_file, sha256_json, write_json, write_text
 from edgekd.pipeline.config import PipelineConfig
+from edgekd.pipeline.distributed import TRAINING_STAGES
 from edgekd.pipeline.layout import MODELS, RunLayout
 from edgekd.pipeline.lock import run_lock
 from edgekd.pipeline.manifest import RunRecords
@@ -27,6 +28,10 @@ from edgekd.pipeline.progress import SilentProgress, TrainProgress
 from edgekd.pipeline.stages import STAGE_NAMES, STAGES, check_names, downstream
 
 log = logging.getLogger(__name__)
+
+
+class ProcessLost(CheckFailed):
+    """Under torchrun, another rank died or stopped answering."""
 
 
 @dataclass
@@ -72,12 +77,22 @@ def run_stages(layout: RunLayout, cfg: PipelineConfig, names: list[str], forced:
         log.info("stage %s: running (%s)", f"{key}@{layout.variant}" if layout.variant else key, reason)
         ctx = ctx or make_context()
         ctx.resume_key = sha256_json({"config": config_hash, "inputs": inputs})
+        brought = stage.name == "teacher" and cfg.teacher.checkpoint  # evaluated, not trained: rank 0 alone
+        if ctx.dist is not None and stage.name in TRAINING_STAGES and not brought:  # the followers train with us
+            ctx.dist.broadcast({"stage": stage.name, "resume_key": ctx.resume_key, **(
+                {"teacher": layout.checkpoint("teacher").read_bytes()} if stage.name == "student" else {})})
         manifest.start(key)
         start = time.perf_counter()
         try:
             result = stage.function()(ctx)
         except KeyboardInterrupt:
             manifest.fail(key, "interrupted (Ctrl-C); run the same command to resume", status="interrupted")
+            raise
+        except RuntimeError as exc:
+            manifest.fail(key, f"{type(exc).__name__}: {exc}")
+            if ctx.dist is not None:  # gloo / NCCL: another rank stopped answering
+                raise ProcessLost(f"stage {key}: a training process stopped ({str(exc).splitlines()[0][:200]}); "
+                                  "finished stages and epochs are kept: run the same command to resume") from exc
             raise
         except BaseException as exc:
             manifest.fail(key, f"{type(exc).__name__}: {exc}")
@@ -119,6 +134,7 @@ def run_pipeline(cfg: PipelineConfig, run_dir: Path, until: str | None = None, f
     import torch
 
     from edgekd.pipeline.data import prepare
+    from edgekd.pipeline.distributed import Distributed, launched_by_torchrun
     from edgekd.pipeline.preflight import preflight
     from edgekd.pipeline.stages.context import StageContext
     from edgekd.pipeline.training.fit import pick_device
@@ -129,21 +145,47 @@ def run_pipeline(cfg: PipelineConfig, run_dir: Path, until: str | None = None, f
     forced = downstream(set(force), cfg)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
-    device = pick_device(cfg.run.device)
-    data = prepare(cfg.data, cfg.run.seed)  # bad data fails before anything is written
-    preflight(cfg, data, names)  # and so do models that cannot be built on it
-    layout.home.mkdir(parents=True, exist_ok=True)
-    with run_lock(layout.root_lock, shared=bool(variant)), \
-            (run_lock(layout.lock) if variant else contextlib.nullcontext()):
-        records = _prepare_run_directory(layout, cfg, data, device)
-        data_hash = records.root.data["data"]["fingerprint"]
-        summary = RunSummary(layout)
-        run_stages(layout, cfg, names, forced, records, data_hash, lambda: StageContext(
-            cfg, layout, device, lambda: data, progress, _data=data), summary)
-        _summarize(records, summary)
-        write_json(layout.metrics, {"run": cfg.run.name, "variant": variant or None,
-                                    "data": data.summary() | {"fingerprint": data_hash}, "models": summary.metrics})
-    return summary
+    dist = Distributed.start(cfg.run.device) if launched_by_torchrun() else None
+    try:
+        device = dist.device if dist else pick_device(cfg.run.device)
+        if cfg.run.amp and device.type != "cuda":
+            raise MissingDependency("run.amp = true needs a CUDA device, and torch sees none; set run.amp = false")
+        data = prepare(cfg.data, cfg.run.seed)  # bad data fails before anything is written
+        preflight(cfg, data, names)  # and so do models that cannot be built on it
+        if dist is not None and not dist.leader:
+            return _follow(cfg, layout, dist, data)
+        layout.home.mkdir(parents=True, exist_ok=True)
+        with run_lock(layout.root_lock, shared=bool(variant)), \
+                (run_lock(layout.lock) if variant else contextlib.nullcontext()):
+            records = _prepare_run_directory(layout, cfg, data, device)
+            data_hash = records.root.data["data"]["fingerprint"]
+            summary = RunSummary(layout)
+            run_stages(layout, cfg, names, forced, records, data_hash, lambda: StageContext(
+                cfg, layout, device, lambda: data, progress, dist=dist, _data=data), summary)
+            _summarize(records, summary)
+            write_json(layout.metrics, {"run": cfg.run.name, "variant": variant or None,
+                                        "data": data.summary() | {"fingerprint": data_hash}, "models": summary.metrics})
+        return summary
+    finally:
+        if dist is not None:
+            if dist.leader:
+                try:
+                    dist.broadcast({"stage": None})  # release the followers, also after a failure
+                except RuntimeError:
+                    pass  # a follower is gone already
+            dist.close()
+
+
+def _follow(cfg: PipelineConfig, layout: RunLayout, dist, data) -> RunSummary:
+    """A follower rank: train whatever stage rank 0 announces, write nothing, until rank 0 is done."""
+    from edgekd.pipeline.stages import BY_NAME
+    from edgekd.pipeline.stages.context import StageContext
+
+    while (command := dist.broadcast()).get("stage"):
+        ctx = StageContext(cfg, layout, dist.device, lambda: data, resume_key=command["resume_key"], dist=dist,
+                           received=command, _data=data)
+        BY_NAME[command["stage"]].function()(ctx)
+    return RunSummary(layout)
 
 
 def _prepare_run_directory(layout: RunLayout, cfg: PipelineConfig, data, device) -> RunRecords:

@@ -22,6 +22,7 @@ class RunConfig:
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    amp: bool = False  # automatic mixed precision (float16) for training on CUDA
 
 
 @dataclass(frozen=True)
@@ -200,6 +201,8 @@ def validate(cfg: PipelineConfig) -> list[str]:
     bad = [m for m in b.eager if m not in ("teacher", "baseline", "student")]
     if bad:
         p.append(f"bench.eager: unknown {', '.join(map(repr, bad))}; valid: teacher, baseline, student")
+    if cfg.run.amp and cfg.run.device == "cpu":
+        p.append("run.amp = true needs CUDA; set run.device = 'cuda' (or 'auto' on a machine with a GPU), or amp = false")
     if cfg.run.threads < 0:
         p.append(f"run.threads = {cfg.run.threads}: must be >= 0 (0 keeps torch's default)")
     for role in ("teacher", "student"):

@@ -17,7 +17,7 @@ from edgekd.pipeline.config import ModelConfig, PipelineConfig
 from edgekd.pipeline.data import Dataset
 from edgekd.pipeline.layout import RunLayout
 from edgekd.pipeline.progress import SilentProgress, TrainProgress
-from edgekd.pipeline.training.checkpoint import save_checkpoint
+from edgekd.pipeline.training.checkpoint import load_checkpoint, save_checkpoint
 from edgekd.pipeline.training.fit import FitResult, Resume, accuracy, fit, jitter
 from edgekd.pipeline.training.losses import Loss
 
@@ -32,7 +32,22 @@ class StageContext:
     load_data: Callable[[], Dataset]
     progress: Callable[[str], TrainProgress] = lambda label: SilentProgress()
     resume_key: str = ""  # the running stage's config and input hashes; per-epoch state must match it
+    dist: object = None  # under torchrun: the process group (pipeline.distributed.Distributed)
+    received: dict = field(default_factory=dict)  # on a follower rank: what rank 0 broadcast for this stage
     _data: Dataset | None = field(default=None, repr=False)
+
+    @property
+    def leader(self) -> bool:
+        """Whether this process reads and writes the run directory (always, without torchrun)."""
+        return self.dist is None or self.dist.leader
+
+    def load_checkpoint(self, model: str) -> nn.Module:
+        """A checkpoint of this run: from disk on rank 0, from rank 0's broadcast elsewhere."""
+        from edgekd.pipeline.distributed import load_model_bytes
+
+        if self.leader:
+            return load_checkpoint(self.layout.checkpoint(model))[0]
+        return load_model_bytes(self.received[model])
 
     @property
     def data(self) -> Dataset:
@@ -108,10 +123,15 @@ def train_and_save(ctx: StageContext, name: str, model_cfg: ModelConfig, x: Tens
     resume = Resume(ctx.layout.resume_file(name), ctx.resume_key)
     start = time.perf_counter()
     result: FitResult = fit(model, x, y, loss, x_val, y_val, model_cfg.train, training_seed(ctx, model_cfg),
-                            ctx.progress(name), resume)
+                            ctx.progress(name), resume, ctx.dist, ctx.cfg.run.amp)
     train_seconds = time.perf_counter() - start
+    if not ctx.leader:
+        return StageResult([])  # a follower trained its share; rank 0 evaluates and writes
     extra = finish(model) if finish else {}
-    metrics = {**evaluate(ctx, model, spec), **extra, "val_accuracy": result.val_accuracy, "epochs": result.epochs,
+    metrics = {**evaluate(ctx, model, spec), **extra, "processes": ctx.dist.world if ctx.dist else 1,
+               "val_accuracy": result.val_accuracy, "epochs": result.epochs,
+               # the best epoch's val accuracy is a maximum over noisy epochs; the last one's is not
+               "val_accuracy_last": result.history[-1]["val_accuracy"] if result.history else None,
                "best_epoch": result.best_epoch, "resumed_from_epoch": result.resumed_from, "train_samples": len(x),
                "train_seconds": round(train_seconds, 3),
                "epoch_seconds_median": round(statistics.median(result.epoch_seconds), 4), **loss.metrics()}

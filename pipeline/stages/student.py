@@ -10,22 +10,21 @@ from torch import nn
 
 from edgekd.pipeline.stages.context import StageContext, StageResult, train_and_save, transfer_classes, transfer_set
 from edgekd.pipeline.training import bias
-from edgekd.pipeline.training.checkpoint import load_checkpoint
 from edgekd.pipeline.training.fit import predict
 from edgekd.pipeline.training.losses import LossInputs, make_loss
 
 
 def train_student(ctx: StageContext) -> StageResult:
     cfg = ctx.cfg
-    teacher, _ = load_checkpoint(ctx.layout.checkpoint("teacher"))
+    teacher = ctx.load_checkpoint("teacher")
     x, y = transfer_set(ctx)
     inputs = LossInputs(x, y, teacher.to(ctx.device).eval(), cfg.distill.temperature, cfg.distill.alpha,
-                        augmented=bool(cfg.student.train.jitter), hints=cfg.distill.hints)
+                        augmented=bool(cfg.student.train.jitter), hints=cfg.distill.hints, dist=ctx.dist)
     missing = [c for c in range(ctx.data.num_classes) if c not in transfer_classes(ctx)]
 
     def finish(model: nn.Module) -> dict:
         facts = {"transfer_classes": transfer_classes(ctx)} if missing else {}
-        if missing and cfg.distill.bias_correction == "auto":
+        if missing and cfg.distill.bias_correction == "auto" and ctx.leader:
             facts |= bias.correct(model, missing, ctx.tensors("val"), ctx.tensors("test"), ctx.data.num_classes, predict)
         return facts
     return train_and_save(ctx, "student", cfg.student, x, y, make_loss(cfg.distill.loss, inputs), finish)

@@ -119,8 +119,21 @@ def _load_state(resume: Resume | None) -> dict | None:
     return state
 
 
+def _epoch_order(n: int, gen: torch.Generator, seed: int, epoch: int, dist) -> Tensor:
+    """This process's sample order for one epoch: a seeded permutation, or under DDP this rank's share
+    of it from a DistributedSampler (set_epoch reshuffles every epoch)."""
+    if dist is None:
+        return torch.randperm(n, generator=gen)
+    from torch.utils.data.distributed import DistributedSampler
+
+    sampler = DistributedSampler(range(n), num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=seed)
+    sampler.set_epoch(epoch)
+    return torch.tensor(list(sampler))
+
+
 def fit(model: nn.Module, x: Tensor, y: Tensor, loss: Loss, x_val: Tensor, y_val: Tensor,
-        cfg: TrainConfig, seed: int, progress: TrainProgress | None = None, resume: Resume | None = None) -> FitResult:
+        cfg: TrainConfig, seed: int, progress: TrainProgress | None = None, resume: Resume | None = None,
+        dist=None, amp: bool = False) -> FitResult:
     """Train `model` in place on (x, y) and leave it holding the weights of its best validation epoch.
 
     Args:
@@ -134,19 +147,35 @@ def fit(model: nn.Module, x: Tensor, y: Tensor, loss: Loss, x_val: Tensor, y_val
         seed: seeds shuffling and jitter, so a run is reproducible.
         progress: receives per-batch and per-epoch updates.
         resume: where to keep the per-epoch state; an existing state with the same key is continued.
+        dist: under torchrun, the process group: the batch size stays the global one, each rank trains
+            its share through DistributedDataParallel, and rank 0 alone validates (and decides to stop),
+            saves and restores the per-epoch state.
+        amp: float16 autocast with a gradient scaler (CUDA only).
     """
-    progress = progress or SilentProgress()
-    gen = torch.Generator().manual_seed(seed)
+    leader = dist is None or dist.leader
+    progress = progress if progress and leader else SilentProgress()
+    gen = torch.Generator().manual_seed(seed + 1_000_003 * (dist.rank if dist else 0))  # jitter differs per rank
     handles = loss.attach(model)  # first: a loss may build its own modules from the model's features
     modules = [model, *loss.modules()]
     opt = _optimizer([p for m in modules for p in m.parameters() if p.requires_grad], cfg)
-    steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
+    net = model
+    if dist is not None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+    amp = amp and x.device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    batch = math.ceil(cfg.batch_size / dist.world) if dist else cfg.batch_size
+    shard = math.ceil(len(x) / dist.world) if dist else len(x)
+    steps_per_epoch = math.ceil(shard / batch)
     total_steps = cfg.epochs * steps_per_epoch
     sched = (torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
              if cfg.schedule == "cosine" else None)
     result = FitResult(epochs=0, best_epoch=0, val_accuracy=-1.0)
     best_state = copy.deepcopy(model.state_dict())
-    saved = _load_state(resume)
+    saved = _load_state(resume) if leader else None
+    if dist is not None:
+        saved = dist.broadcast(saved)
     if saved:
         for m, state in zip(modules, saved["modules"]):
             m.load_state_dict(state)
@@ -167,24 +196,30 @@ def fit(model: nn.Module, x: Tensor, y: Tensor, loss: Loss, x_val: Tensor, y_val
             for m in modules:
                 m.train()
             start = time.perf_counter()
-            order = torch.randperm(len(x), generator=gen).to(x.device)
+            order = _epoch_order(len(x), gen, seed, epoch, dist).to(x.device)
             loss_sum, correct = torch.zeros((), device=x.device), torch.zeros((), device=x.device)
             for step in range(steps_per_epoch):
-                idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+                idx = order[step * batch:(step + 1) * batch]
                 xb = jitter(x[idx], cfg.jitter, gen)
-                logits = model(xb)
-                value = loss(logits, xb, idx)
+                with torch.autocast(x.device.type, dtype=torch.float16, enabled=amp):
+                    logits = net(xb)
+                    value = loss(logits, xb, idx)
                 opt.zero_grad(set_to_none=True)
-                value.backward()
-                opt.step()
+                scaler.scale(value).backward()
+                if dist is not None:
+                    dist.average_gradients([p for m in modules[1:] for p in m.parameters()])
+                scaler.step(opt)
+                scaler.update()
                 if sched:
                     sched.step()
                 loss_sum += value.detach() * len(idx)
                 correct += (logits.detach().argmax(1) == y[idx]).sum()
                 progress.advance(len(idx), value.item() if step % 20 == 0 else None)
             seconds = time.perf_counter() - start
-            val_acc = accuracy(model, x_val, y_val) if len(y_val) else float("nan")
-            stats = {"epoch": epoch, "loss": loss_sum.item() / len(x), "train_accuracy": correct.item() / len(x),
+            val_acc = (accuracy(model, x_val, y_val) if len(y_val) else float("nan")) if leader else None
+            if dist is not None:
+                val_acc = dist.broadcast(val_acc)  # one decision for every rank
+            stats = {"epoch": epoch, "loss": loss_sum.item() / len(order), "train_accuracy": correct.item() / len(order),
                      "val_accuracy": val_acc, "seconds": seconds, "samples_per_s": len(x) / seconds}
             result.history.append(stats)
             progress.epoch_end(stats)
@@ -198,7 +233,7 @@ def fit(model: nn.Module, x: Tensor, y: Tensor, loss: Loss, x_val: Tensor, y_val
             elif cfg.patience and epoch - result.best_epoch >= cfg.patience:
                 log.info("early stop at epoch %d: val accuracy has not improved for %d epochs", epoch, cfg.patience)
                 stop = True
-            if resume:
+            if resume and leader:
                 _save_state(resume, epoch, modules, opt, sched, gen, best_state, result)
             if stop:
                 break

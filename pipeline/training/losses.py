@@ -78,7 +78,7 @@ class Distillation(Loss):
     epoch costs; with it the teacher sees every augmented batch."""
 
     def __init__(self, teacher: nn.Module, x: Tensor, labels: Tensor, temperature: float, alpha: float,
-                 augmented: bool, hints: tuple = (), batch_size: int = 1024):
+                 augmented: bool, hints: tuple = (), batch_size: int = 1024, dist=None):
         self.teacher, self.labels, self.t, self.alpha = teacher.eval(), labels, temperature, alpha
         self.cached = None
         self.cache_seconds = 0.0
@@ -86,8 +86,14 @@ class Distillation(Loss):
         self.epoch_size, self._seen, self._hint_sum = len(x), 0, 0.0
         if not augmented:
             start = time.perf_counter()
+            starts = list(range(0, len(x), batch_size))
+            mine = starts[dist.rank::dist.world] if dist else starts  # under DDP each rank computes a share once
             with torch.no_grad():
-                logits = torch.cat([teacher(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+                chunks = {i: teacher(x[i:i + batch_size]).cpu() for i in mine}
+            if dist:
+                chunks = {i: t for part in dist.gather(chunks) for i, t in part.items()}
+            # the same batches as one process computes: every rank holds the same values it would
+            logits = torch.cat([chunks[i] for i in starts]).to(x.device)
             self.cached = F.log_softmax(logits / temperature, dim=1)
             self.cache_seconds = time.perf_counter() - start
             log.info("cached teacher soft targets for %d transfer samples in %.2f s", len(x), self.cache_seconds)
@@ -140,11 +146,12 @@ class LossInputs:
     alpha: float
     augmented: bool  # inputs change every epoch (on-the-fly jitter)
     hints: tuple = ()  # HintConfig pairs
+    dist: object = None  # the process group under torchrun
 
 
 LOSSES: dict[str, Callable[[LossInputs], Loss]] = {
     "ce": lambda i: CrossEntropy(i.labels),
-    "kd": lambda i: Distillation(i.teacher, i.x, i.labels, i.temperature, i.alpha, i.augmented, i.hints),
+    "kd": lambda i: Distillation(i.teacher, i.x, i.labels, i.temperature, i.alpha, i.augmented, i.hints, dist=i.dist),
 }
 
 

@@ -1,0 +1,85 @@
+"""Training on several processes with PyTorch's own engine: torchrun starts the processes,
+DistributedDataParallel averages the gradients, DistributedSampler shards every epoch.
+
+    torchrun --nproc_per_node 2 -m edgekd.pipeline.cli run CONFIG      (or: edgekd run CONFIG --nproc 2)
+
+Rank 0 leads: it runs the pipeline as a single process would, and it alone reads and writes the run
+directory. Before each training stage it broadcasts what the followers need (the stage, its resume
+key, the teacher's checkpoint bytes); the followers train their shard and write nothing. Nothing
+assumes one host: the followers never read rank 0's files.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import io
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as torch_dist
+
+log = logging.getLogger(__name__)
+
+TRAINING_STAGES = ("teacher", "baseline", "student")
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+@dataclass
+class Distributed:
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def start(cls, device_name: str) -> "Distributed":
+        """Join the process group torchrun describes in the environment: NCCL on CUDA, gloo on CPU."""
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        use_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
+        if use_cuda:
+            torch.cuda.set_device(local)
+        # export and bench run on rank 0 alone meanwhile: the followers' next broadcast may wait that long
+        torch_dist.init_process_group("nccl" if use_cuda else "gloo", timeout=dt.timedelta(hours=4))
+        device = torch.device(f"cuda:{local}") if use_cuda else torch.device("cpu")
+        return cls(torch_dist.get_rank(), torch_dist.get_world_size(), local, device)
+
+    def broadcast(self, obj=None):
+        """`obj` from rank 0, on every rank."""
+        box = [obj if self.leader else None]
+        torch_dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, obj) -> list:
+        out = [None] * self.world
+        torch_dist.all_gather_object(out, obj)
+        return out
+
+    def average_gradients(self, params) -> None:
+        """For trainable modules outside DDP (a hint loss's regressors): the mean gradient of all ranks."""
+        for p in params:
+            if p.grad is not None:
+                torch_dist.all_reduce(p.grad)
+                p.grad /= self.world
+
+    def close(self) -> None:
+        if torch_dist.is_initialized():
+            torch_dist.destroy_process_group()
+
+
+def model_bytes(path) -> bytes:
+    return path.read_bytes()
+
+
+def load_model_bytes(data: bytes):
+    """A checkpoint broadcast by rank 0, rebuilt here without touching the disk."""
+    from edgekd.pipeline.training.checkpoint import load_checkpoint
+
+    return load_checkpoint(io.BytesIO(data))[0]
