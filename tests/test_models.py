@@ -1,4 +1,6 @@
 """The model registry: known names, user models, hand-counted parameters and MACs."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -49,3 +51,12 @@ def test_bad_models_raise_model_error(arch, kwargs, needle):
     with pytest.raises(ModelError) as err:
         build_model(ModelSpec(arch, (1, 8, 8), 10, kwargs))
     assert needle in str(err.value)
+
+
+def test_a_user_model_given_as_a_file_path(tmp_path):
+    source = Path(__file__).with_name("user_models.py")
+    (tmp_path / "my net.py").write_text(source.read_text())
+    model = build_model(ModelSpec(f"{tmp_path / 'my net.py'}:TinyResNet", (1, 8, 8), 4, {"width": 4}))
+    assert model(torch.zeros(3, 1, 8, 8)).shape == (3, 4)
+    with pytest.raises(ModelError, match="user model file .* not found"):
+        build_model(ModelSpec(f"{tmp_path / 'missing.py'}:Net", (1, 8, 8), 4, {}))

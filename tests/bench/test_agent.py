@@ -156,3 +156,36 @@ def test_packed_bundle_runs_on_the_agent(bench_run, blocker, tmp_path):
     for r in results["results"]:  # same files, same eval set: the same accuracy and hash as measured locally
         assert r["target"] == "pi4" and r["accuracy"] == report[r["artifact"]]["accuracy"]
         assert r["sha256"] == report[r["artifact"]]["sha256"]
+
+
+def test_a_device_with_one_runtime_measures_what_it_can(bench_run, tmp_path):
+    """Only LiteRT on the device: the .tflite files are measured, the ONNX ones skipped with the reason."""
+    from edgekd.pipeline.cli import main
+
+    bundle = tmp_path / "b.zip"
+    assert main(["pack", str(bench_run), "-o", str(bundle)]) == 0
+    block = tmp_path / "no-ort"
+    (block / "onnxruntime").mkdir(parents=True)
+    (block / "onnxruntime" / "__init__.py").write_text("raise ImportError('not on this device')\n")
+    out = tmp_path / "r.json"
+    proc = _agent([bundle, *QUICK, "-o", out], block)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    assert [r["artifact"] for r in doc["results"]] == ["export/student.int8.tflite"]
+    assert doc["skipped"] == [{"artifact": "export/student.onnx", "reason": "no ONNX runtime: pip install onnxruntime"}]
+    assert "skipped export/student.onnx" in proc.stderr
+    only_onnx = _agent([bench_run / "export" / "student.onnx", *QUICK], block)
+    assert only_onnx.returncode == 3 and "nothing could be measured" in only_onnx.stderr
+
+
+def test_pack_can_bundle_only_the_formats_a_device_runs(bench_run, tmp_path, capsys):
+    import zipfile
+
+    from edgekd.pipeline.cli import main
+
+    bundle = tmp_path / "b.zip"
+    assert main(["pack", str(bench_run), "-o", str(bundle), "--formats", "tflite_int8"]) == 0
+    assert sorted(zipfile.ZipFile(bundle).namelist()) == ["agent.py", "bundle.json", "data/eval.npz",
+                                                          "export/student.int8.tflite", "export/student.int8.tflite.json"]
+    assert main(["pack", str(bench_run), "-o", str(bundle), "--formats", "tflite_fp16"]) == 2
+    assert "no exported file of format tflite_fp16" in " ".join(capsys.readouterr().err.split())
