@@ -76,10 +76,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(Path(args.config), args.set)  # a bad config fails here, before any process starts
     if args.nproc > 1 and not launched_by_torchrun():
         return _launch_torchrun(args, args.argv)
-    follower = launched_by_torchrun() and int(__import__("os").environ.get("RANK", "0")) != 0
-    if follower:  # only rank 0 touches the run directory
+    if launched_by_torchrun() and int(os.environ.get("RANK", "0")) != 0:  # only rank 0 touches the run directory
         run_pipeline(cfg, Path(args.out or Path("runs") / cfg.run.name).resolve(), until=args.until,
-                               force=tuple(args.force))
+                     force=tuple(args.force))
         return 0
     out = _writable_dir(Path(args.out) if args.out else Path("runs") / cfg.run.name, "--out")
     progress = (lambda label: SilentProgress()) if args.quiet else (lambda label: RichProgress(label, console))

@@ -229,5 +229,5 @@ def test_example_budgets_file_loads():
     from pathlib import Path
 
     budgets, regression = load_budgets(Path(__file__).resolve().parents[1] / "examples" / "budgets.toml")
-    assert len(budgets) == 2 and budgets[0].max_p95_ms == 0.05 and budgets[0].line == 5
+    assert len(budgets) == 2 and budgets[0].max_p95_ms == 0.10 and budgets[0].line == 5
     assert regression == Regression(max_latency_increase=0.10, max_accuracy_decrease=0.005, inconclusive="warn")

@@ -17,9 +17,11 @@ def test_mnist5k_default_job_reaches_its_numbers(tmp_path):
     m = summary.metrics
     # floors below what seeds 0-2 reach; the distillation gain over seeds is `make bench`'s claim, not this test's
     assert m["teacher"]["accuracy"] >= binomial_floor(0.983, 1000), m["teacher"]
-    assert m["student"]["accuracy"] >= binomial_floor(0.975, 1000), m["student"]
+    assert m["student"]["accuracy"] >= binomial_floor(0.972, 1000), m["student"]
     assert m["teacher"]["macs"] >= 10 * m["student"]["macs"]
     arts = {a["file"]: a for a in summary.artifacts}
     int8, fp32 = arts["export/student.int8.tflite"], arts["export/student.tflite"]
     assert int8["size_bytes"] <= 0.30 * fp32["size_bytes"]
+    # the default student's promise: its int8 file is >= 20x smaller than the teacher's fp32 .tflite
+    assert 20 * int8["size_bytes"] <= arts["export/teacher.tflite"]["size_bytes"]
     assert not int8["int8_check"]["failed"]

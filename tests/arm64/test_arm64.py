@@ -32,7 +32,7 @@ def arm_root():
         subprocess.run(["mount", "-t", "proc", "proc", str(proc)], check=True)
     yield ARM_ROOT
     if not mounted:
-        subprocess.run(["umount", str(proc)], check=False)
+        subprocess.run(["umount", "--lazy", str(proc)], check=False)  # lazy: a lingering emulated process must not keep it
 
 
 @pytest.fixture(scope="module")
