@@ -177,6 +177,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_cv(args: argparse.Namespace) -> int:
     from edgekd.pipeline.config import load_config
     from edgekd.pipeline.cv import markdown, run_cv
+    from edgekd.pipeline.layout import RunLayout
 
     if args.folds < 2:
         raise UsageError("--folds must be >= 2")
@@ -186,7 +187,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
     screen = Console()
     for line in markdown(result)[2:]:
         screen.print(line, highlight=False)
-    screen.print(f"cv: {out / 'cv.json'} and {out / 'cv.md'}")
+    screen.print(f"cv: {RunLayout(out).cv} and {RunLayout(out).cv_table}")
     return 0
 
 
@@ -284,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.set_defaults(func=cmd_sweep)
     cv = sub.add_parser("cv", parents=[common], help="k-fold comparison of teacher, distilled and simple student")
     cv.add_argument("config", help="TOML config, e.g. configs/digits.toml")
-    cv.add_argument("--folds", type=int, default=5)
+    cv.add_argument("--folds", type=int, default=5,
+                    help="number of stratified folds, each the test split once (default 5)")
     cv.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
     cv.add_argument("--out", help="output directory (default: runs/<run.name>-cv<K>)")
     cv.set_defaults(func=cmd_cv)

@@ -57,7 +57,7 @@ def run_cv(config: Path, overrides: list[str], folds: int, out: Path, progress=p
                              "std": statistics.stdev(f[m] for f in per_fold) if folds > 1 else 0.0} for m in MODELS},
               "distilled_minus_simple": {"per_fold": diffs, "mean": mean, "ci95": [lo, hi], "verdict": verdict(lo, hi)}}
     write_json(layout.cv, result)
-    write_text(layout.root / "cv.md", "\n".join(markdown(result)) + "\n")
+    write_text(layout.cv_table, "\n".join(markdown(result)) + "\n")
     return result
 
 

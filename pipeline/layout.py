@@ -74,6 +74,10 @@ class RunLayout:
     def cv(self) -> Path:
         return self.root / "cv.json"
 
+    @property
+    def cv_table(self) -> Path:
+        return self.root / "cv.md"
+
     def variants(self) -> list[str]:
         folder = self.root / "students"
         return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
