@@ -65,14 +65,16 @@ def test_a_torchscript_teacher_cannot_be_exported_and_says_so_before_any_work(tr
 
 
 def test_ctrl_c_mid_training_resumes_at_that_epoch_and_ends_with_the_same_weights(tmp_path):
-    # enough epochs that the interrupt lands mid-training even on a fast machine (12 could all finish first)
     settings = ["teacher.train.epochs=60", "run.device=cpu", f"run.seed={SEED}"]
     uninterrupted = tmp_path / "whole"
     run_pipeline(load_config(DIGITS, settings), uninterrupted, until="teacher")
     run_dir = tmp_path / "cut"
     cmd = [sys.executable, "-m", "edgekd.pipeline.cli", "-q", "run", str(DIGITS), "--out", str(run_dir), "--until",
            "teacher", *[a for s in settings for a in ("--set", s)]]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as a terminal delivers it: a test suite started in the background (a CI job, `make test &`)
+    # inherits SIGINT ignored, and Python then never raises KeyboardInterrupt
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     resume = run_dir / ".resume" / "teacher.pt"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and not resume.exists():
