@@ -142,6 +142,11 @@ class RunLayout:
     def plots(self) -> Path:
         return self.home / "plots"
 
+    @property
+    def sweep_plot(self) -> Path:
+        """Drawn by edgekd sweep; the report embeds it."""
+        return self.plots / "sweep.png"
+
     def resume_file(self, stage: str) -> Path:
         return self.home / ".resume" / f"{stage}.pt"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import re
 import statistics
 from concurrent.futures import ProcessPoolExecutor
@@ -97,7 +98,7 @@ def run_sweep(config: Path, base: list[str], sets: list[str], seeds: int, jobs: 
     progress(f"sweep: teacher in {run_dir}, {len(points)} points x {seeds} seeds")
     run_pipeline(root_cfg, run_dir, until="student")  # the teacher, and the default point as the reference
     tasks = [(point, seed, point_name(point, seed)) for point in points for seed in range(seeds)]
-    threads = max(1, (__import__("os").cpu_count() or 1) // max(1, jobs))
+    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
     with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=get_context("spawn")) as pool:
         futures = {name: pool.submit(_train_point, str(config), [*base, *(f"{k}={v}" for k, v in point.items()),
                                                                    f"student.train.seed={seed}"],
@@ -115,7 +116,7 @@ def run_sweep(config: Path, base: list[str], sets: list[str], seeds: int, jobs: 
                                   "mean": statistics.fmean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0})
     layout = RunLayout(run_dir)
     write_json(layout.sweep, summary)
-    write_bytes(layout.plots / "sweep.png", sweep_plot(summary))
+    write_bytes(layout.sweep_plot, sweep_plot(summary))
     return summary
 
 

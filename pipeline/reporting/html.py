@@ -94,15 +94,17 @@ def _md_to_html(md: str) -> str:
     return "\n".join(out)
 
 
-def html_report(report: dict, table: dict[str, list[dict]], md: str, path: Path, plots_dir: Path) -> list[Path]:
-    """Write report.html and plots/*.png; return the paths written."""
+def html_report(report: dict, table: dict[str, list[dict]], md: str, path: Path, plots_dir: Path,
+                sweep_plot: Path) -> list[Path]:
+    """Write report.html and plots/*.png, embedding the sweep's plot when there is one; return the report's files."""
     images = _plots(table)
-    if (plots_dir / "sweep.png").exists():  # drawn by edgekd sweep
-        images["sweep.png"] = (plots_dir / "sweep.png").read_bytes()
     written = []
     for name, data in images.items():
         write_bytes(plots_dir / name, data)
         written.append(plots_dir / name)
+    if sweep_plot.exists():  # drawn by edgekd sweep: embedded as it is
+        images[sweep_plot.name] = sweep_plot.read_bytes()
+        written.append(sweep_plot)
     figures = "".join(f'<figure><img alt="{html.escape(n)}" src="data:image/png;base64,{base64.b64encode(d).decode()}">'
                       f"</figure>" for n, d in images.items())
     style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;"

@@ -182,5 +182,5 @@ def _write_files(layout: RunLayout, report: dict) -> list[Path]:
     write_json(layout.report_json, report)
     md = markdown(report)
     write_text(layout.report_md, md)
-    return [layout.report_json, layout.report_md, layout.report_html,
-            *html_report(report, rows(report), md, layout.report_html, layout.plots)]
+    return [layout.report_json, layout.report_md,
+            *html_report(report, rows(report), md, layout.report_html, layout.plots, layout.sweep_plot)]
