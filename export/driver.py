@@ -31,7 +31,7 @@ def export_model(fmt: str, model: nn.Module, sample: torch.Tensor, out_path: Pat
     layout = family.layout(options)
     with atomic_path(out_path, keep_suffix=True) as tmp:
         spec.convert(model, sample, tmp, options)
-        parity = compare(family.run_file(tmp, options.eval_x, layout), reference, options.eval_y)
+        parity = compare(family.run_file(tmp, options.eval_x, layout), reference, options.eval_y, out_path.name)
         check(parity, spec.precision, out_path.name)
         audit = family.audit_file(tmp)
     return ExportResult(out_path, spec.family, spec.precision, parity, audit, time.perf_counter() - start, layout)
