@@ -1,7 +1,7 @@
 """The `edgekd` command line: argparse for arguments, rich for output. Log handlers are set only here.
 
 Every command exits 0 on success, 1 when a check failed, 2 on bad input or usage, 3 when the
-environment lacks something, 4 when the gate is inconclusive, 130 on Ctrl-C; an edgekd error prints
+environment lacks something, 4 when the gate is inconclusive and its budgets ask for `inconclusive = "warn"`, 130 on Ctrl-C; an edgekd error prints
 one message (no traceback without --debug).
 """
 from __future__ import annotations
@@ -194,11 +194,15 @@ def cmd_cv(args: argparse.Namespace) -> int:
 def cmd_gate(args: argparse.Namespace) -> int:
     from edgekd.fileio import write_text
     from edgekd.pipeline.console import stdout
+    from edgekd.errors import BudgetError
     from edgekd.pipeline.reporting.budgets import load_budgets
     from edgekd.pipeline.reporting.gate import check, check_regression, exit_code, load_report
     from edgekd.pipeline.reporting.gate_output import junit_xml, notes, summary_line, table, verdicts_json
 
     budgets, regression = load_budgets(Path(args.budgets))
+    if not budgets and not args.baseline:
+        raise BudgetError(f"{args.budgets}: only [regression], which compares with a baseline, and no --baseline: "
+                          "nothing would be checked; pass --baseline BASELINE/report.json or add [[budget]] entries")
     report = load_report(Path(args.report))
     baseline = load_report(Path(args.baseline)) if args.baseline else None
     verdicts = check(report, budgets)
@@ -235,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "teacher into a small, benchmarked, mobile-ready student.",
                                      epilog=f"stages, in order: {STAGES_HELP}. formats: {FORMATS_HELP}. "
                                             f"targets: {TARGETS_HELP}. Exit codes: 0 ok, 1 a check failed, 2 bad "
-                                            "input, 3 missing environment, 4 gate inconclusive, 130 interrupted.")
+                                            "input, 3 missing environment, 4 gate inconclusive (with inconclusive = \"warn\"), 130 interrupted.")
     parser.add_argument("--version", action="version", version=f"edgekd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", parents=[common], help="train teacher, baseline and distilled student; export, "

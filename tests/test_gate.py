@@ -20,6 +20,17 @@ def _result(artifact, target="pi4", p50=2.0, p95=3.0, p99=4.0, rss=40.0, acc=0.9
             "latency_ms": {"p50": p50, "p95": p95, "p99": p99, "p50_ci95": ci or [p50 * 0.99, p50 * 1.01]}}
 
 
+def _with_bits(row, reference_correct, lost=0, gained=0, n=1000):
+    """Give `row` per-sample results: the reference's first `reference_correct` samples right, then
+    `lost` of those wrong and `gained` of the others right."""
+    right = np.zeros(n, bool)
+    right[:reference_correct] = True
+    right[:lost] = False
+    right[reference_correct:reference_correct + gained] = True
+    row.update(correct_bits=np.packbits(right).tobytes().hex(), accuracy=float(right.mean()), n_eval=n)
+    return row
+
+
 def _report():
     arts = [{"file": "export/student.tflite", "model": "student", "format": "tflite", "precision": "fp32", "size_bytes": 400 * 1024},
             {"file": "export/student.int8.tflite", "model": "student", "format": "tflite", "precision": "int8", "size_bytes": 100 * 1024},
@@ -36,7 +47,6 @@ def _report():
     ("max_size_kb", 100.0, "pass"), ("max_size_kb", 99.99, "fail"),
     ("max_peak_rss_mb", 40.0, "pass"), ("max_peak_rss_mb", 39.9, "fail"),
     ("min_accuracy", 0.95, "pass"), ("min_accuracy", 0.9501, "fail"),
-    ("max_accuracy_drop", 0.01, "pass"), ("max_accuracy_drop", 0.0099, "fail"),
 ])
 def test_each_rule_at_its_boundary(rule, limit, status):
     verdicts = check(_report(), [Budget(target="pi4", artifact="student.int8.tflite", **{rule: limit})])
@@ -44,17 +54,46 @@ def test_each_rule_at_its_boundary(rule, limit, status):
     assert abs(verdicts[0].margin) <= 0.11  # each case sits at, or one small step past, its limit
 
 
-def test_accuracy_drop_compares_with_the_same_models_fp32_on_the_same_target():
-    (v,) = check(_report(), [Budget(target="pi4", artifact="*.int8.tflite", max_accuracy_drop=0.02)])
-    assert v.measured == pytest.approx(0.96 - 0.95)  # vs export/student.tflite on pi4, not the onnx on local
+@pytest.mark.parametrize("lost, gained, status", [(12, 1, "inconclusive"), (40, 0, "fail"), (3, 0, "pass")])
+def test_accuracy_drop_is_paired_against_the_same_models_fp32_on_the_same_target(lost, gained, status):
+    report = _report()
+    fp32, int8 = report["results"][0], report["results"][1]
+    _with_bits(fp32, 984)
+    _with_bits(int8, 984, lost, gained)
+    (v,) = check(report, [Budget(target="pi4", artifact="*.int8.tflite", max_accuracy_drop=0.01)])
+    assert v.measured == pytest.approx((lost - gained) / 1000)  # vs export/student.tflite on pi4, not the onnx on local
+    assert v.status == status
+    assert (status == "pass") == (v.note == "") and ("student.tflite" in v.note or status == "pass")
+
+
+def test_accuracy_drop_without_an_fp32_result_on_the_target_fails_as_not_measured():
+    report = _report()
+    del report["results"][0]  # only the int8 file was measured on pi4 (`pack --formats tflite_int8`)
+    (v,) = check(report, [Budget(target="pi4", artifact="*.int8.tflite", max_accuracy_drop=0.05)])
+    assert v.status == "fail" and "no fp32 result of student on pi4" in v.note
+
+
+def test_a_limit_on_memory_that_was_not_measured_fails():
+    report = _report()
+    report["results"][1]["peak_rss_mb"] = None  # benchmark_model printed no memory line
+    verdicts = check(report, [Budget(target="pi4", artifact="student.int8.tflite", max_peak_rss_mb=1000)])
+    assert [(v.rule, v.status) for v in verdicts] == [("max_peak_rss_mb", "fail")]
+    assert verdicts[0].note.startswith("not measured")
 
 
 def test_globs_match_targets_and_base_or_full_names():
     verdicts = check(_report(), [Budget(target="*", artifact="student.*", max_p95_ms=10),
                                  Budget(target="lo*", artifact="export/*.onnx", max_p95_ms=10)])
-    assert sorted(v.artifact for v in verdicts[:4]) == ["export/student.int8.tflite", "export/student.onnx",
-                                                        "export/student.tflite", "student.pt"]
-    assert [v.artifact for v in verdicts[4:]] == ["export/student.onnx"]
+    assert sorted(v.artifact for v in verdicts[:3]) == ["export/student.int8.tflite", "export/student.onnx",
+                                                        "export/student.tflite"]
+    assert [v.artifact for v in verdicts[3:]] == ["export/student.onnx"]
+
+
+def test_eager_rows_are_gated_only_when_a_budget_names_them():
+    assert "student.pt" not in {v.artifact for v in check(_report(), [Budget(max_p95_ms=10)])}
+    assert [v.artifact for v in check(_report(), [Budget(artifact="*.pt", max_p95_ms=10)])] == ["student.pt"]
+    with pytest.raises(BudgetError, match=r"PyTorch rows \*\.pt only match"):
+        check(_report(), [Budget(target="local", artifact="student.p*", max_p95_ms=10)])
 
 
 def test_budget_matching_nothing_is_an_error():
@@ -176,13 +215,65 @@ def test_a_baseline_without_process_medians_is_inconclusive():
     assert v.status == "inconclusive" and "older edgekd" in v.note
 
 
-def test_accuracy_regression_uses_exact_counts():
+@pytest.mark.parametrize("lost, gained, status", [(5, 0, "inconclusive"), (30, 0, "fail"), (0, 0, "pass")])
+def test_accuracy_regression_is_paired_per_sample(lost, gained, status):
     new, old = _report(), _report()
-    new["results"][0]["accuracy"] = 0.955  # 955 vs 960 correct of 1000: 0.5 points
-    accuracy = lambda reg: [v.status for v in check_regression(new, old, reg)  # noqa: E731
-                            if v.rule == "max_accuracy_decrease" and v.artifact == "export/student.tflite"]
-    assert accuracy(Regression(max_accuracy_decrease=0.005)) == ["pass"]
-    assert accuracy(Regression(max_accuracy_decrease=0.004)) == ["fail"]
+    _with_bits(old["results"][0], 990)
+    _with_bits(new["results"][0], 990, lost, gained)
+    (v,) = [v for v in check_regression(new, old, Regression(max_accuracy_decrease=0.005))
+            if v.rule == "max_accuracy_decrease" and v.artifact == "export/student.tflite"]
+    assert v.status == status and v.measured == pytest.approx(lost / 1000)
+
+
+def _with_identity(report, sha="ab" * 32):
+    for r in report["results"]:
+        r.update(sha256=sha, runtime="ai_edge_litert", runtime_version="2.3.0", device={"machine": "x86_64"})
+    return report
+
+
+def test_a_report_against_itself_passes_even_when_its_noise_is_wide():
+    report = _with_identity(_report())
+    for r in report["results"]:
+        r["latency_ms"]["process_p50"] = [1.9, 2.0, 2.1, 2.3, 2.6]
+    verdicts = check_regression(report, report, Regression(inconclusive="fail"))
+    assert verdicts and all(v.status == "pass" for v in verdicts) and "student.pt" not in {v.artifact for v in verdicts}
+    assert exit_code(verdicts, Regression(inconclusive="fail")) == 0
+    changed = _with_identity(_report(), sha="cd" * 32)  # another file: compared, not waved through
+    for r in changed["results"]:
+        r["latency_ms"]["process_p50"] = [1.9, 2.0, 2.1, 2.3, 2.6]
+    assert "inconclusive" in {v.status for v in check_regression(changed, report, Regression())}
+
+
+def test_a_baseline_with_no_common_row_is_an_error_and_a_missing_row_fails():
+    other = _report()
+    for r in other["results"]:
+        r["target"] = "pi5"
+    with pytest.raises(BudgetError, match="shares no result") as err:
+        check_regression(_report(), other, Regression())
+    assert "export/student.tflite on pi5" in str(err.value) and "export/student.tflite on pi4" in str(err.value)
+    fewer = _report()
+    del fewer["results"][1]
+    missing = [v for v in check_regression(fewer, _report(), Regression()) if v.rule == "present"]
+    assert [(v.artifact, v.status) for v in missing] == [("export/student.int8.tflite", "fail")]
+
+
+def test_each_latency_verdict_states_the_gates_resolution():
+    new, old = _report(), _report()
+    for r, medians in ((r, [2.0, 2.02, 1.98, 2.01, 1.99]) for r in (*new["results"], *old["results"])):
+        r["latency_ms"]["process_p50"] = medians
+    v = next(v for v in check_regression(new, old, Regression()) if v.rule == "max_latency_increase")
+    assert v.status == "pass"
+    # log-shift interval reaches 2.02/1.98 - 1 = 2.0 % below the estimate: 10 % + ~2 % would have failed
+    assert "resolution: with 5 and 5 processes a slowdown above 12 % would have failed" in v.note
+
+
+def test_only_regression_without_a_baseline_exits_2(tmp_path, capsys):
+    import json
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps(_report()))
+    budgets = _write(tmp_path, "[regression]\nmax_latency_increase = 0.1\n")
+    assert main(["gate", str(report), "--budgets", str(budgets)]) == 2
+    assert "no --baseline" in capsys.readouterr().err
 
 
 _limit = st.one_of(st.none(), st.floats(0, 1e4, allow_nan=False))
@@ -230,4 +321,4 @@ def test_example_budgets_file_loads():
 
     budgets, regression = load_budgets(Path(__file__).resolve().parents[1] / "examples" / "budgets.toml")
     assert len(budgets) == 2 and budgets[0].max_p95_ms == 0.10 and budgets[0].line == 5
-    assert regression == Regression(max_latency_increase=0.10, max_accuracy_decrease=0.005, inconclusive="warn")
+    assert regression == Regression(max_latency_increase=0.10, max_accuracy_decrease=0.005, inconclusive="pass")

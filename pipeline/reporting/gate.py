@@ -5,8 +5,15 @@ slowdown is the Hodges-Lehmann shift between the two sets of log medians, with i
 95 % interval (Mann-Whitney). Processes, not samples, are the unit: on shared machines one process
 can run 20 % slower than the next for its whole life, which samples inside a process never show.
 The rule fails when even the interval's lower end exceeds the allowed increase, passes when its
-upper end is within it, and is "inconclusive" otherwise, saying how many processes would decide it.
-Accuracy regressions compare exact correct-counts on the same eval set.
+upper end is within it, and is "inconclusive" otherwise, saying how many processes would decide it;
+every latency verdict states the gate's resolution (the smallest slowdown that would have failed).
+A file byte-identical to its baseline's, on the same runtime and device, passes: nothing changed.
+Accuracy rules use the paired rule of `edgekd.paired` on the per-sample results.
+
+Nothing passes on nothing: a budget rule that matches no result, or a baseline with no row in common,
+is an error (exit 2); a baseline row missing from the report and a limit on a value that was not
+measured are failed verdicts. PyTorch eager rows (`*.pt`) are a reference: only a budget that names
+them (`artifact = "student.pt"` or a `*.pt` glob) or `[regression] include_eager = true` gates them.
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 from edgekd.errors import BudgetError
+from edgekd.paired import judge_rows
 from edgekd.pipeline.reporting.budgets import Budget, Regression
 from edgekd.pipeline.reporting.schema import report_problems
 
@@ -49,21 +57,33 @@ RULES = {  # budget key -> (how to read the measured value, "max" or "min")
 }
 
 
+def _is_eager(result: dict) -> bool:
+    return result["artifact"].endswith(".pt")
+
+
 def _matches(budget: Budget, result: dict) -> bool:
     art = result["artifact"]
+    if _is_eager(result) and not budget.artifact.endswith(".pt"):
+        return False  # the PyTorch reference is gated only when a budget names it
     return fnmatch.fnmatchcase(result["target"], budget.target) and (
         fnmatch.fnmatchcase(art, budget.artifact) or fnmatch.fnmatchcase(art.rsplit("/", 1)[-1], budget.artifact))
 
 
-def _fp32_reference(report: dict, result: dict, artifacts: dict) -> dict | None:
-    """The same model's fp32 result on the same target, same format first."""
+def _model_of(result: dict, artifacts: dict) -> str:
     a = artifacts.get(result["artifact"])
-    model = a["model"] if a else result["artifact"].removesuffix(".pt")
-    same_target = [r for r in report["results"] if r["target"] == result["target"]]
-    fp32 = [r for r in same_target if (artifacts.get(r["artifact"]) or {}).get("precision", "fp32") == "fp32"
-            and ((artifacts.get(r["artifact"]) or {}).get("model") or r["artifact"].removesuffix(".pt")) == model]
-    same_format = [r for r in fp32 if a and (artifacts.get(r["artifact"]) or {}).get("format") == a["format"]]
-    return (same_format or fp32 or [None])[0]
+    return a["model"] if a else result["artifact"].removesuffix(".pt")
+
+
+def _fp32_reference(report: dict, result: dict, artifacts: dict) -> dict | None:
+    """The same model's fp32 result on the same target, same format first (None: not measured there)."""
+    a = artifacts.get(result["artifact"])
+    same = [r for r in report["results"] if r["target"] == result["target"] and r is not result
+            and r.get("threads", 1) == result.get("threads", 1) and r.get("accuracy") is not None
+            and (artifacts.get(r["artifact"]) or {}).get("precision", "fp32") == "fp32"
+            and _model_of(r, artifacts) == _model_of(result, artifacts)]
+    same_format = [r for r in same if a and (artifacts.get(r["artifact"]) or {}).get("format") == a["format"]]
+    exported = [r for r in same if not _is_eager(r)]
+    return (same_format or exported or same or [None])[0]
 
 
 def _verdict(rule: str, result: dict, limit: float, measured: float, kind: str, ci=None) -> Verdict:
@@ -72,6 +92,23 @@ def _verdict(rule: str, result: dict, limit: float, measured: float, kind: str, 
     at_limit = abs(margin) <= 1e-9 * max(1.0, abs(limit))
     return Verdict(rule, result["target"], result["artifact"], limit, measured, ci, margin,
                    "pass" if margin >= 0 or at_limit else "fail")
+
+
+def _not_measured(rule: str, result: dict, limit: float, what: str) -> Verdict:
+    """A limit on a value this result does not have fails: a budget must never pass on nothing."""
+    return Verdict(rule, result["target"], result["artifact"], limit, math.nan, None, math.nan, "fail",
+                   f"not measured: {what}")
+
+
+def _paired_verdict(rule: str, reference: dict, result: dict, limit: float) -> Verdict:
+    """The paired non-inferiority rule: fail beyond the limit, pass within it, inconclusive between."""
+    try:
+        d = judge_rows(reference, result, limit)
+    except ValueError as exc:
+        return _not_measured(rule, result, limit, str(exc))
+    status: Status = {"pass": "pass", "fail": "fail", "cannot tell": "inconclusive"}[d.verdict]
+    note = f"against {reference['artifact']}: {d.describe()}" if d.verdict != "pass" else ""
+    return Verdict(rule, result["target"], result["artifact"], limit, d.drop, d.ci95, limit - d.ci95[1], status, note)
 
 
 def check(report: dict, budgets: list[Budget]) -> list[Verdict]:
@@ -86,21 +123,32 @@ def check(report: dict, budgets: list[Budget]) -> list[Verdict]:
             a = artifacts.get(r["artifact"])
             for rule, (read, kind) in RULES.items():
                 limit = getattr(b, rule)
-                value = read(r, a) if limit is not None else None
-                if value is not None:
-                    ci = tuple(r["latency_ms"]["p50_ci95"]) if rule == "max_p50_ms" else None
-                    verdicts.append(_verdict(rule, r, limit, value, kind, ci))
+                if limit is None:
+                    continue
+                value = read(r, a)
+                if value is None:
+                    verdicts.append(_not_measured(rule, r, limit, f"{r['target']} gave no {rule.split('_', 1)[1]} "
+                                                                  f"for {r['artifact']}"))
+                    continue
+                ci = tuple(r["latency_ms"]["p50_ci95"]) if rule == "max_p50_ms" else None
+                verdicts.append(_verdict(rule, r, limit, value, kind, ci))
             if b.max_accuracy_drop is not None:
+                if (a or {}).get("precision", "fp32") == "fp32":
+                    continue  # an fp32 file is its own model's reference
                 ref = _fp32_reference(report, r, artifacts)
-                if ref is not None and ref is not r:
-                    verdicts.append(_verdict("max_accuracy_drop", r, b.max_accuracy_drop,
-                                             ref["accuracy"] - r["accuracy"], "max"))
+                if ref is None or r.get("accuracy") is None:
+                    verdicts.append(_not_measured("max_accuracy_drop", r, b.max_accuracy_drop,
+                                                  f"no fp32 result of {_model_of(r, artifacts)} on {r['target']} to "
+                                                  "compare with; measure its fp32 file there too"))
+                else:
+                    verdicts.append(_paired_verdict("max_accuracy_drop", ref, r, b.max_accuracy_drop))
     if unmatched:
         targets = sorted({r["target"] for r in report["results"]})
         names = sorted({r["artifact"] for r in report["results"]})
         raise BudgetError("budget(s) match no result (a typo must not pass a release):\n" + "\n".join(
             f"  - line {b.line}: target {b.target!r}, artifact {b.artifact!r}" for b in unmatched) +
-            f"\n  the report has targets {targets} and artifacts {names}")
+            f"\n  the report has targets {targets} and artifacts {names} (PyTorch rows *.pt only match a "
+            "budget whose artifact names them)")
     return verdicts
 
 
@@ -139,17 +187,21 @@ def shift_interval(new: list[float], old: list[float], level: float = 0.95) -> t
 
 
 def latency_regression(new: list[float], old: list[float], limit: float) -> tuple[Status, float, float, float, str]:
-    """Judge the slowdown of per-process medians `new` over `old`: (status, point, lo, hi, note), as fractions."""
+    """Judge the slowdown of per-process medians `new` over `old`: (status, point, lo, hi, note), as fractions.
+    The note always ends with the resolution: the smallest slowdown these processes could have failed."""
     if min(v for v in (*new, *old)) <= 0:
         raise BudgetError("latency medians must be positive")
     log_new, log_old = [math.log(v) for v in new], [math.log(v) for v in old]
     est, lo, hi, coverage = shift_interval(log_new, log_old)
     threshold = math.log1p(limit)
     point, lo_frac, hi_frac = math.expm1(est), math.expm1(lo), math.expm1(hi)
+    # a true slowdown s fails once s - (est - lo) > threshold: the interval's lower reach sets the resolution
+    resolution = (f"resolution: with {len(new)} and {len(old)} processes a slowdown above "
+                  f"{100 * math.expm1(threshold + est - lo):.0f} % would have failed")
     if coverage >= 0.95 and lo > threshold:
-        return "fail", point, lo_frac, hi_frac, ""
+        return "fail", point, lo_frac, hi_frac, resolution
     if coverage >= 0.95 and hi <= threshold:
-        return "pass", point, lo_frac, hi_frac, ""
+        return "pass", point, lo_frac, hi_frac, resolution
     spread = [statistics.stdev(v) for v in (log_new, log_old) if len(v) > 1]
     sigma = max(spread) if spread else 0.0
     distance = abs(est - threshold)
@@ -158,22 +210,54 @@ def latency_regression(new: list[float], old: list[float], limit: float) -> tupl
            if coverage < 0.95 else "the process-to-process noise is wider than the threshold")
     hint = (f"about {needed} processes per side would decide it (bench.processes, or --processes on the agent)"
             if needed else "the slowdown sits exactly at the threshold")
-    return "inconclusive", point, lo_frac, hi_frac, f"{why}; {hint}"
+    return "inconclusive", point, lo_frac, hi_frac, f"{why}; {hint}; {resolution}"
+
+
+def _same_measured_thing(new: dict, old: dict) -> bool:
+    """The same bytes on the same runtime and machine: any latency or accuracy difference is noise."""
+    def identity(r: dict) -> tuple:
+        device = r.get("device") or {}
+        return (r.get("sha256"), r.get("runtime"), r.get("runtime_version"), device.get("machine"),
+                device.get("processor"), r.get("n_eval"))
+    return new.get("sha256") is not None and identity(new) == identity(old)
+
+
+def _row_key(r: dict) -> tuple:  # one file may be measured with several thread counts and delegates
+    return r["target"], r["artifact"], r.get("threads", 1), r.get("delegate")
+
+
+def _row_name(key: tuple) -> str:
+    target, artifact, threads, delegate = key
+    return f"{artifact} on {target}" + (f" ({threads} threads)" if threads != 1 else "") + (f" [{delegate}]" if delegate else "")
 
 
 def check_regression(report: dict, baseline: dict, reg: Regression) -> list[Verdict]:
-    """Latency (per-process medians) and accuracy (exact counts) of results present in both reports."""
-    def key(r: dict) -> tuple:  # one file may be measured with several thread counts and delegates
-        return r["target"], r["artifact"], r.get("threads", 1), r.get("delegate")
-    old = {key(r): r for r in baseline["results"]}
+    """Latency (per-process medians) and accuracy (paired, per sample) of every baseline row against the
+    same row now. BudgetError when the two reports share no row: a comparison of nothing passes nothing."""
+    old = {_row_key(r): r for r in baseline["results"] if reg.include_eager or not _is_eager(r)}
+    new = {_row_key(r): r for r in report["results"] if reg.include_eager or not _is_eager(r)}
+    if not set(old) & set(new):
+        raise BudgetError("the baseline shares no result with this report (same target, file and threads), so "
+                          "nothing can be compared:\n  baseline: " + (", ".join(map(_row_name, sorted(old))) or "none") +
+                          "\n  report:   " + (", ".join(map(_row_name, sorted(new))) or "none") +
+                          "\n  gate against a baseline of the same project and targets")
     verdicts = []
-    for r in report["results"]:
-        b = old.get(key(r))
-        if b is None:
-            continue
+    for k in sorted(set(old) - set(new)):
+        verdicts.append(Verdict("present", k[0], k[1], 0.0, math.nan, None, math.nan, "fail",
+                                f"{_row_name(k)} is in the baseline but not in this report (renamed, dropped or not "
+                                "measured); measure it, or gate against a baseline without it"))
+    for k in sorted(set(old) & set(new)):
+        r, b = new[k], old[k]
+        if r["n_eval"] != b["n_eval"]:
+            raise BudgetError(f"{r['artifact']} on {r['target']}: accuracy measured on {r['n_eval']} samples now and "
+                              f"{b['n_eval']} in the baseline; compare reports made on the same eval set")
         limit = reg.max_latency_increase
         new_p50s, old_p50s = r["latency_ms"].get("process_p50"), b["latency_ms"].get("process_p50")
-        if new_p50s and old_p50s:
+        same = _same_measured_thing(r, b)
+        if same:
+            point = r["latency_ms"]["p50"] / b["latency_ms"]["p50"] - 1
+            status, lo, hi, note = "pass", point, point, "the same file, runtime and machine as the baseline"
+        elif new_p50s and old_p50s:
             status, point, lo, hi, note = latency_regression(new_p50s, old_p50s, limit)
         else:
             point = r["latency_ms"]["p50"] / b["latency_ms"]["p50"] - 1
@@ -182,19 +266,18 @@ def check_regression(report: dict, baseline: dict, reg: Regression) -> list[Verd
                     " (measured by an older edgekd); re-measure it with `edgekd bench`")
         verdicts.append(Verdict("max_latency_increase", r["target"], r["artifact"], limit, point, (lo, hi),
                                 limit - lo, status, note))
-        if r["n_eval"] != b["n_eval"]:
-            raise BudgetError(f"{r['artifact']} on {r['target']}: accuracy measured on {r['n_eval']} samples now and "
-                              f"{b['n_eval']} in the baseline; compare reports made on the same eval set")
-        correct_new, correct_old = round(r["accuracy"] * r["n_eval"]), round(b["accuracy"] * b["n_eval"])
-        decrease = (correct_old - correct_new) / r["n_eval"]
-        verdicts.append(Verdict("max_accuracy_decrease", r["target"], r["artifact"], reg.max_accuracy_decrease,
-                                decrease, None, reg.max_accuracy_decrease - decrease,
-                                "pass" if decrease <= reg.max_accuracy_decrease else "fail"))
+        if same:
+            verdicts.append(Verdict("max_accuracy_decrease", r["target"], r["artifact"], reg.max_accuracy_decrease,
+                                    0.0, (0.0, 0.0), reg.max_accuracy_decrease, "pass",
+                                    "the same file on the same eval set"))
+        else:
+            verdicts.append(_paired_verdict("max_accuracy_decrease", b, r, reg.max_accuracy_decrease))
     return verdicts
 
 
 def exit_code(verdicts: list[Verdict], reg: Regression) -> int:
-    """0 all pass; 1 any fail (or inconclusive with inconclusive = 'fail'); 4 inconclusive with 'warn'."""
+    """0 all pass; 1 any fail; an inconclusive verdict follows `inconclusive` (pass: 0, the default, so
+    that noise never fails a release; warn: 4; fail: 1)."""
     statuses = {v.status for v in verdicts}
     if "fail" in statuses:
         return 1

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import xml.etree.ElementTree as ET
 
 from rich.table import Table
@@ -18,6 +19,8 @@ _POINTS = ("max_accuracy_drop", "max_accuracy_decrease")  # differences of two a
 def _fmt(rule: str, value: float, margin: bool = False) -> str:
     """A budget, measured value or margin in the unit a reader expects: an accuracy in %, a difference of
     accuracies (and an accuracy's margin) in points, a latency in µs or ms, a relative increase in %."""
+    if math.isnan(value):
+        return "-"  # not measured
     if rule in _POINTS or (rule == "min_accuracy" and margin):
         return f"{100 * value:{'+' if margin else ''}.2f} pts"
     if rule in ("min_accuracy", "max_latency_increase"):
