@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -145,7 +146,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
         raise UsageError(f"-o {out}: the directory {out.parent} does not exist; create it or choose another path")
     names = pack(RunLayout(_run_dir(args.run_dir)), out, tuple(args.formats))
     Console().print(f"bundle: {out} ({len(names)} files, {out.stat().st_size / 1024:,.0f} KiB); on the device: "
-                    f"python agent.py {out.name} -o results.json")
+                    f"python agent.py {shlex.quote(out.name)} -o results.json", highlight=False, markup=False)
     return 0
 
 

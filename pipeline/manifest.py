@@ -15,6 +15,9 @@ from edgekd.fileio import sha256_file, sha256_json, write_json
 log = logging.getLogger(__name__)
 
 SCHEMA = "edgekd.manifest/1"
+CHECKSUM = "checksum"  # sha256 of the rest of the manifest: a flipped byte must not pass as a record
+_FIX = ("edgekd cannot trust what this run recorded; restore the file, or delete it and run `edgekd run CONFIG "
+        "--out {run}` to rebuild the run (finished stages are then re-run)")
 
 
 def _now() -> str:
@@ -28,17 +31,24 @@ class Manifest:
 
     @classmethod
     def load(cls, path: Path) -> "Manifest":
-        """Read `path`; a missing or unreadable manifest starts afresh (every stage then re-runs)."""
+        """Read `path`; a missing manifest starts afresh (a new run). A damaged one is DataError (exit 2):
+        starting afresh would drop every record a later command checks files against."""
+        from edgekd.errors import DataError
+
         try:
             data = json.loads(path.read_text())
-            if data.get("schema") == SCHEMA:
-                return cls(path, data)
-            log.warning("%s has schema %r, not %s; starting a new manifest", path, data.get("schema"), SCHEMA)
         except FileNotFoundError:
-            pass
-        except (json.JSONDecodeError, OSError) as exc:
-            log.warning("%s is unreadable (%s); starting a new manifest", path, exc)
-        return cls(path)
+            return cls(path)
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+            raise DataError(f"{path}: unreadable ({type(exc).__name__}: {exc}). {_FIX.format(run=path.parent)}") from None
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+            raise DataError(f"{path}: schema {found!r}, expected {SCHEMA!r}. {_FIX.format(run=path.parent)}")
+        recorded = data.pop(CHECKSUM, None)
+        if recorded is not None and recorded != sha256_json(data):
+            raise DataError(f"{path}: changed since edgekd wrote it (its checksum no longer matches its content). "
+                            f"{_FIX.format(run=path.parent)}")
+        return cls(path, data)
 
     @property
     def stages(self) -> dict[str, dict]:
@@ -114,7 +124,8 @@ class Manifest:
 
     def save(self) -> None:
         self.data["updated"] = _now()
-        write_json(self.path, self.data)
+        self.data.pop(CHECKSUM, None)
+        write_json(self.path, {**self.data, CHECKSUM: sha256_json(self.data)})
 
 
 class RunRecords:

@@ -198,6 +198,9 @@ def _prepare_run_directory(layout: RunLayout, cfg: PipelineConfig, data, device)
         stale.unlink()
     write_text(layout.config, cfg.to_toml())
     records = RunRecords(layout)
+    # recorded like any output: a hand-edited config.toml (say, a looser max_int8_drop) is refused by
+    # every later command instead of silently changing the file to ship
+    records.home.record_files("config", [layout.config])
     root, data_hash = records.root, data.fingerprint()
     recorded = root.data.get("artifacts", {}).get(layout.manifest_rel(layout.eval_set), {}).get("sha256")
     if root.data.get("data", {}).get("fingerprint") != data_hash or not layout.eval_set.exists():

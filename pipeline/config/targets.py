@@ -31,7 +31,7 @@ class LocalTargetConfig:
 class SSHTargetConfig:
     kind: Literal["ssh"] = "ssh"
     host: str = ""  # [user@]host, as for the ssh command (~/.ssh/config applies)
-    port: int = 22
+    port: int | None = None  # None: what ssh chooses (~/.ssh/config's Port for the host, else 22)
     python: str = "python3"  # the device's Python with numpy and a runtime
     ssh_options: tuple[str, ...] = ()  # extra ssh arguments, e.g. ["-i", "~/.ssh/pi_key"]
     threads: tuple[int, ...] = ()

@@ -56,7 +56,8 @@ def markdown(report: dict) -> str:
     out += [f"Dataset `{ds['name']}`: {ds['n_train']} train / {ds['n_test']} test images of shape {ds['input_shape']}, "
             f"{ds['num_classes']} classes. Accuracy is measured by each row's runtime on `data/eval.npz`; latency is "
             "single-sample (batch 1) after warm-up, p50 with the range of the per-process medians. Memory is the peak "
-            "of a process that loaded and ran the model, and in brackets how much of it the model added. Speed-up "
+            "of a process that loaded and ran the model, and in brackets the model's part: the peak above the same "
+            "process once it had imported the runtime and loaded the eval set. Speed-up "
             "and size ratio are against the teacher's best (fastest) exported file on the same target, and in "
             "brackets against its PyTorch eager reference (size = its fp32 weights): most of the eager gap is the "
             "runtime, not the student.", "",
@@ -71,7 +72,8 @@ def markdown(report: dict) -> str:
                 "peak MB (model) | accuracy | Δ acc vs teacher | speed-up (vs eager) | size ratio (vs eager) |",
                 "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in lines:
-            memory = f"{r['peak_rss_mb']:.0f}" + (f" (+{r['rss_increase_mb']:.1f})" if r["rss_increase_mb"] is not None else "")
+            memory = ("not measured" if r["peak_rss_mb"] is None else f"{r['peak_rss_mb']:.0f}" +
+                      (f" (+{r['rss_increase_mb']:.1f})" if r["rss_increase_mb"] is not None else ""))
             hot = " ⚠ throttled" if r["throttled"] else ""
             host = " (host)" if r["accuracy_on"] == "host" else ""
             out.append(f"| {r['artifact']} | {r['format']} | {r['precision']} | {r['threads']} | "
@@ -92,6 +94,7 @@ def markdown(report: dict) -> str:
                     f"{t['status']} after {t.get('attempts', 1)} attempt(s): {t.get('error', '')}"]
     for target, missed in skipped.items():
         out += ["", f"## Target `{target}`", ""] + [f"Not measured: {row['artifact']} ({row['reason']})." for row in missed]
+    out += stale_lines(report.get("stale", []))
     out += _distillation_lines(report)
     out += ["", "## What each file is (read back from the file)", "",
             "| file | kind | weights | weight bits | activations | input | granularity | ops | ops computing in float |",
@@ -102,6 +105,26 @@ def markdown(report: dict) -> str:
                    f"{'/'.join(au['activation_dtypes'])} | {au['input_dtype']} | {au['granularity'] or '-'} | "
                    f"{au['op_count']} | {', '.join(au.get('float_ops', [])) or 'none'} |")
     return "\n".join(out) + "\n"
+
+
+def stale_lines(stale: list[dict]) -> list[str]:
+    """Results of files that have been re-created or removed since they were measured: listed, never used."""
+    if not stale:
+        return []
+    out = ["", "## Stale results (not used)", "",
+           "These were measured on files that are no longer the run's (their sha256 differs from the file there now); "
+           "no table, file to ship or gate uses them.", "", "| target | file | measured | why |", "|---|---|---|---|"]
+    out += [f"| {s['target']} | {s['artifact']} | {_when(s.get('measured_at'))} | {s['why']} |" for s in stale]
+    out += ["", "Re-measure with " + ", ".join(sorted({f"`edgekd bench RUN --target {s['target']}`" for s in stale})) + "."]
+    return out
+
+
+def _when(stamp) -> str:
+    import datetime as dt
+
+    if not isinstance(stamp, (int, float)):
+        return "-"
+    return dt.datetime.fromtimestamp(stamp, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _fmt_count(v: int | None) -> str:

@@ -1,57 +1,75 @@
 """Per target, the file to ship: the fastest exported file (p50, with its per-process range) whose
-accuracy on that target is within `export.max_int8_drop` of the teacher's fp32 file there, and that
-fits the budgets when a budgets file is given; with the runner-up and why it lost.
+accuracy on that target is not shown to fall more than `export.max_int8_drop` below the teacher's fp32
+file there, and that fits the budgets when a budgets file is given; with the runner-up and why it lost.
+
+Accuracy is judged with the paired rule of `edgekd.paired` on the two files' per-sample results: a file
+whose drop is beyond the limit is excluded; one the eval set cannot tell apart from the limit stays
+eligible and is shipped with that said, never silently. Point estimates are never compared with the limit.
 
 Every number comes from the target's own results: on x86 an int8 CNN can be slower than its fp32
 file while on ARM it is usually faster, so no rule of thumb is applied.
 """
 from __future__ import annotations
 
-from edgekd.pipeline.console import fmt_ms, fmt_pct, fmt_points
+from edgekd.paired import PairedDrop, judge_drop, judge_rows
+from edgekd.pipeline.console import fmt_ms, fmt_pct
 
 
-def _teacher_reference(rows: list[dict], artifacts: dict[str, dict], models: dict) -> tuple[float, str]:
-    """The teacher's fp32 accuracy on this target (its best fp32 file), else its PyTorch accuracy."""
+def _teacher_reference(rows: list[dict], artifacts: dict[str, dict], models: dict) -> dict:
+    """The teacher's fp32 file on this target (the most accurate, fastest first), else its PyTorch row
+    there, else a stand-in row holding its PyTorch accuracy on the host."""
     fp32 = [r for r in rows if artifacts.get(r["artifact"], {}).get("model") == "teacher"
             and artifacts[r["artifact"]].get("precision") == "fp32"]
-    if fp32:
-        best = max(fp32, key=lambda r: r["accuracy"])
-        return best["accuracy"], best["artifact"]
-    return models["teacher"]["accuracy"], "teacher (PyTorch; no teacher file measured on this target)"
+    eager = [r for r in rows if r["artifact"] == "teacher.pt"]
+    if fp32 or eager:
+        return max(fp32 or eager, key=lambda r: (r["accuracy"], -r["latency_ms"]["p50"]))
+    return {"artifact": "teacher (PyTorch on the host; no teacher file measured on this target)",
+            "accuracy": models["teacher"]["accuracy"], "n_eval": None}
+
+
+def _judge(reference: dict, row: dict, max_drop: float) -> PairedDrop:
+    if reference["n_eval"] is None:  # no teacher row on this target: unpaired against the host accuracy
+        n = row["n_eval"]
+        ref_k, new_k = round(reference["accuracy"] * n), round(row["accuracy"] * n)
+        both = min(ref_k, new_k)
+        return judge_drop(n, ref_k, new_k, ref_k - both, new_k - both, max_drop, paired=False)
+    return judge_rows(reference, row, max_drop)
 
 
 def recommend(report: dict, max_drop: float, budget_fails: set[tuple[str, str]] = frozenset()) -> dict[str, dict]:
-    """{target: {ship, runner_up, why, excluded, reference}} from the report's results.
+    """{target: {ship, runner_up, why, excluded, reference, accuracy_check}} from the report's results.
 
     `budget_fails` holds (target, artifact) pairs some budget failed; those files are not shipped.
     """
     artifacts = {a["file"]: a for a in report["artifacts"]}
     by_target: dict[str, list[dict]] = {}
     for r in report["results"]:
-        if r["artifact"] in artifacts and r.get("accuracy") is not None:
+        if r.get("accuracy") is not None:
             by_target.setdefault(r["target"], []).append(r)
     out = {}
     for target, rows in by_target.items():
-        reference, ref_name = _teacher_reference(rows, artifacts, report["models"])
+        reference = _teacher_reference(rows, artifacts, report["models"])
         eligible, excluded = [], []
-        for r in sorted(rows, key=lambda r: r["latency_ms"]["p50"]):
-            drop = reference - r["accuracy"]
+        for r in sorted((r for r in rows if r["artifact"] in artifacts), key=lambda r: r["latency_ms"]["p50"]):
             label = r["artifact"] + (f" ({r['threads']} threads)" if r.get("threads", 1) != 1 else "")
-            if drop > max_drop + 1e-12:
-                excluded.append({"artifact": label, "why": f"accuracy {fmt_pct(r['accuracy'])} is {fmt_points(-drop)} from "
-                                                           f"the teacher's fp32 {fmt_pct(reference)} (limit {100 * max_drop:.2f} pts)"})
+            check = _judge(reference, r, max_drop)
+            if check.verdict == "fail":
+                excluded.append({"artifact": label, "why": f"accuracy {fmt_pct(r['accuracy'])} vs the teacher's fp32 "
+                                                           f"{fmt_pct(reference['accuracy'])}: {check.describe()}"})
             elif (target, r["artifact"]) in budget_fails:
                 excluded.append({"artifact": label, "why": "breaks a budget (see edgekd gate)"})
             else:
-                eligible.append((label, r))
-        entry = {"reference": {"accuracy": reference, "file": ref_name, "max_drop": max_drop}, "excluded": excluded,
-                 "ship": None, "runner_up": None, "why": "no file qualifies" if not eligible else ""}
+                eligible.append((label, r, check))
+        entry = {"reference": {"accuracy": reference["accuracy"], "file": reference["artifact"], "max_drop": max_drop},
+                 "excluded": excluded, "ship": None, "runner_up": None,
+                 "why": "no file qualifies" if not eligible else ""}
         if eligible:
-            (name, best), *rest = eligible
+            (name, best, check), *rest = eligible
             entry.update(ship=name, p50_ms=best["latency_ms"]["p50"], accuracy=best["accuracy"],
+                         accuracy_check=check.to_dict(), accuracy_note=check.describe(),
                          throttled=bool(best.get("thermal", {}).get("throttled")))
             if rest:
-                second_name, second = rest[0]
+                second_name, second, _ = rest[0]
                 lo_best, hi_best = best["latency_ms"]["p50_ci95"]
                 lo_second = second["latency_ms"]["p50_ci95"][0]
                 ratio = second["latency_ms"]["p50"] / best["latency_ms"]["p50"]
@@ -73,7 +91,8 @@ def markdown_lines(recommendations: dict[str, dict], target: str) -> list[str]:
                     f"pts of the teacher's fp32 accuracy {fmt_pct(rec['reference']['accuracy'])})."]
     lines = ["", f"**File to ship on `{target}`: {rec['ship']}** — p50 {fmt_ms(rec['p50_ms'])}"
                  f"{' (measured while throttled)' if rec.get('throttled') else ''}, accuracy {fmt_pct(rec['accuracy'])} "
-                 f"(teacher fp32 {fmt_pct(rec['reference']['accuracy'])}, {rec['reference']['file']})."]
+                 f"(teacher fp32 {fmt_pct(rec['reference']['accuracy'])}, {rec['reference']['file']}).",
+             f"Accuracy against the teacher: {rec['accuracy_note']}."]
     if rec["runner_up"]:
         lines.append(f"Runner-up: {rec['why']}.")
     for e in rec["excluded"][:5]:

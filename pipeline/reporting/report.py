@@ -27,8 +27,9 @@ from edgekd.pipeline.reporting.schema import bench_file_problems
 log = logging.getLogger(__name__)
 
 RESULT_KEYS = ("artifact", "target", "sha256", "runtime", "runtime_version", "threads", "delegate", "device", "latency_ms",
-               "init_ms", "first_ms", "peak_rss_mb", "rss_increase_mb", "accuracy", "accuracy_on", "n_eval", "thermal",
-               "started_at", "ended_at", "samples_ms")
+               "init_ms", "first_ms", "peak_rss_mb", "runtime_rss_mb", "model_rss_mb", "rss_increase_mb",
+               "process_peak_rss_mb", "process_runtime_rss_mb", "accuracy", "accuracy_on", "n_eval", "correct_bits",
+               "thermal", "started_at", "ended_at", "samples_ms")
 
 
 def read_bench(path: Path) -> tuple[list[dict], list[dict]]:
@@ -67,6 +68,40 @@ def _check_provenance(path: Path, results: list[dict], files: dict[str, str]) ->
                         "\n".join(f"  - {p}" for p in problems))
 
 
+def summary_problems(r: dict) -> list[str]:
+    """Where a result's summary disagrees with the samples the agent kept beside it (a hand-edited
+    accuracy, p50 or peak): every statistic is recomputed from `correct_bits`, `samples_ms`,
+    `process_p50` and `process_peak_rss_mb`."""
+    from edgekd.bench.agent import median_interval, percentiles
+
+    name, p = f"{r['artifact']} on {r['target']}", []
+    bits, n = r.get("correct_bits"), r["n_eval"]
+    if r.get("accuracy") is not None:
+        if not bits:
+            p.append(f"{name}: no correct_bits to check its accuracy against; measure it with this edgekd's agent")
+        elif abs(bin(int(bits, 16)).count("1") / n - r["accuracy"]) > 1e-9:
+            p.append(f"{name}: accuracy {r['accuracy']:.4%} but its per-sample results give "
+                     f"{bin(int(bits, 16)).count('1') / n:.4%}")
+    lat, samples = r["latency_ms"], r.get("samples_ms") or []
+    medians = lat.get("process_p50")
+    if not samples or not medians:
+        p.append(f"{name}: no samples_ms and process_p50 to check its latency against; measure it with this edgekd's agent")
+    else:
+        again = percentiles(samples)
+        # the agent keeps at most 5,000 evenly spaced samples: exact below that, close above it
+        tol = 1e-4 if again["n"] == lat.get("n") else 0.02
+        for key in ("p50", "p95"):
+            if lat.get(key) is not None and abs(again[key] - lat[key]) > tol * max(abs(lat[key]), 1e-9):
+                p.append(f"{name}: latency {key} {lat[key]:.6g} ms but its samples give {again[key]:.6g} ms")
+        lo, hi, _ = median_interval(medians)
+        if max(abs(lo - lat["p50_ci95"][0]), abs(hi - lat["p50_ci95"][1])) > 1e-9 * max(hi, 1.0):
+            p.append(f"{name}: p50_ci95 {lat['p50_ci95']} but its per-process medians give [{lo:.6g}, {hi:.6g}]")
+    peaks = r.get("process_peak_rss_mb")
+    if r.get("peak_rss_mb") is not None and peaks and abs(max(peaks) - r["peak_rss_mb"]) > 1e-6:
+        p.append(f"{name}: peak_rss_mb {r['peak_rss_mb']:.6g} but its processes peaked at {max(peaks):.6g}")
+    return p
+
+
 def merge_added(layout: RunLayout, added: list[Path]) -> list[Path]:
     """Fold results measured elsewhere into bench/<target>.json (a re-measured artifact replaces the old row).
 
@@ -77,6 +112,11 @@ def merge_added(layout: RunLayout, added: list[Path]) -> list[Path]:
     checked = [(path, *read_bench(path)) for path in added]
     for path, results, _ in checked:
         _check_provenance(path, results, files)
+        problems = [q for r in results for q in summary_problems(r)]
+        if problems:
+            raise DataError(f"{path}: {len(problems)} result(s) disagree with their own samples (edited by hand?), "
+                            "nothing merged:\n" + "\n".join(f"  - {q}" for q in problems) +
+                            "\nmerge results exactly as the agent wrote them")
     for path, results, skipped in checked:
         target_of_file = {r["target"] for r in results}
         by_target: dict[str, list[dict]] = {t: [r for r in results if r["target"] == t] for t in target_of_file}
@@ -118,10 +158,19 @@ def build_report(layout: RunLayout) -> dict:
                           "size_bytes": file.stat().st_size, "sha256": sha256_file(file),
                           "parity": {k: a["parity"][k] for k in ("top1_agreement", "max_abs_diff", "n")},
                           "audit": a["audit"]})
-    results, skipped, targets = [], [], []
+    current = {a["file"]: a["sha256"] for a in artifacts}
+    current.update({layout.rel(c): sha256_file(c) for c in (layout.checkpoint(m) for m in models) if c.is_file()})
+    results, stale, skipped, targets = [], [], [], []
     for path in sorted(layout.bench_dir.glob("*.json")):
         rows, missed = read_bench(path)
-        results += [{k: r.get(k) for k in RESULT_KEYS if k in r} for r in rows]
+        for r in rows:
+            row = {k: r.get(k) for k in RESULT_KEYS if k in r}
+            if current.get(r["artifact"]) == r["sha256"]:
+                results.append(row)
+            else:  # measured on bytes that are no longer there (re-exported, retrained or deleted since)
+                stale.append({"target": r["target"], "artifact": r["artifact"], "sha256": r["sha256"],
+                              "measured_at": r.get("ended_at"), "why": "file re-created since" if r["artifact"] in
+                              current else "file no longer in the run"})
         skipped += [{"target": path.stem, **s} for s in missed]
         meta = json.loads(path.read_text())
         targets.append({"target": path.stem, **{k: meta[k] for k in ("kind", "status", "error", "attempts", "started_at",
@@ -136,7 +185,7 @@ def build_report(layout: RunLayout) -> dict:
             "dataset": {"name": data["name"], "num_classes": data["num_classes"], "input_shape": data["input_shape"],
                         "n_train": data["n_train"], "n_test": data["n_test"]},
             "models": models, "distillation": distillation, "artifacts": artifacts, "results": results,
-            "skipped": skipped, "targets": targets, **({"sweep": sweep} if (sweep := load_sweep(layout.root)) else {})}
+            "stale": stale, "skipped": skipped, "targets": targets, **({"sweep": sweep} if (sweep := load_sweep(layout.root)) else {})}
 
 
 def _max_int8_drop(layout: RunLayout) -> float:

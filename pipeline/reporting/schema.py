@@ -9,6 +9,7 @@ import re
 RESULT_SCHEMA, BENCH_SCHEMA, REPORT_SCHEMA = "edgekd.result/1", "edgekd.bench/1", "edgekd.report/1"
 TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # becomes a file name: bench/<target>.json
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+HEX = re.compile(r"^[0-9a-f]*$")
 
 
 def _number(value, low: float | None = None, high: float | None = None) -> bool:
@@ -58,7 +59,12 @@ def result_problems(r, where: str, need_sha: bool) -> list[str]:
         _check(p, f"{where}.accuracy", _number(r.get("accuracy"), 0, 1), f"expected a fraction in [0, 1], got {r.get('accuracy')!r}")
     _check(p, f"{where}.n_eval", isinstance(r.get("n_eval"), int) and not isinstance(r.get("n_eval"), bool)
            and r.get("n_eval") > 0, f"expected a positive integer, got {r.get('n_eval')!r}")
-    _check(p, f"{where}.peak_rss_mb", _number(r.get("peak_rss_mb"), 0), f"expected MB >= 0, got {r.get('peak_rss_mb')!r}")
+    _check(p, f"{where}.peak_rss_mb", r.get("peak_rss_mb") is None or _number(r.get("peak_rss_mb"), 0),
+           f"expected MB >= 0, or null where the tool measured none, got {r.get('peak_rss_mb')!r}")
+    bits, n = r.get("correct_bits"), r.get("n_eval")
+    if bits is not None and isinstance(n, int) and n > 0:
+        _check(p, f"{where}.correct_bits", isinstance(bits, str) and bool(HEX.match(bits)) and len(bits) == 2 * ((n + 7) // 8),
+               f"expected {(n + 7) // 8} bytes as hex (one bit per eval sample), got {str(bits)[:40]!r}")
     return p
 
 

@@ -2,8 +2,9 @@
 default), and the PyTorch eager checkpoints on the local target.
 
 Targets run concurrently, those timing on this machine's CPU one at a time (`edgekd.bench.fleet`).
-Each writes bench/<target>.json; a target that failed writes why, and the others still count. Files
-of targets not measured this time are kept (`edgekd bench --target pi4` does not forget local).
+Each writes bench/<target>.json; a target that failed writes why, and the others still count; when
+every target fails nothing is written. Files of targets not measured this time are kept (`edgekd bench
+--target pi4` does not forget local); the report drops their rows of files re-created since.
 """
 from __future__ import annotations
 
@@ -63,8 +64,8 @@ def _document(outcome: Outcome) -> dict:
     return {**doc, "error": outcome.error} if outcome.error else doc
 
 
-def bench_targets(layout: RunLayout, cfg, progress=print) -> tuple[list[Path], list[Outcome]]:
-    """Measure on cfg.bench.targets; write bench/<target>.json for each; return the files and outcomes."""
+def bench_targets(layout: RunLayout, cfg, progress=print) -> list[Outcome]:
+    """Measure on cfg.bench.targets; the outcome of each target (nothing is written here)."""
     b, definitions = cfg.bench, cfg.target_configs()
     files = exported_files(layout)
     targets = [make_target(name, definitions[name], b) for name in b.targets]
@@ -75,31 +76,36 @@ def bench_targets(layout: RunLayout, cfg, progress=print) -> tuple[list[Path], l
     log.info("bench: %d files on %s, %d processes per file", len(files), ", ".join(b.targets), b.processes)
     outcomes = measure_fleet(targets, files, layout.eval_set, {name: eager_jobs for name in local[:1]},
                              b.max_parallel, progress=log.debug)
-    written = []
     for outcome in outcomes:
-        path = layout.bench_file(outcome.target)
-        write_json(path, _document(outcome))
-        written.append(path)
         if outcome.status != "ok":
             progress(f"{outcome.target}: {outcome.status} after {outcome.attempts} attempt(s): {outcome.error}")
         for r in outcome.document.get("results", []):
             lat = r["latency_ms"]
             mark = " [throttled]" if r.get("thermal", {}).get("throttled") else ""
+            memory = "not measured" if r.get("peak_rss_mb") is None else f"{r['peak_rss_mb']:.0f} MB"
             progress(f"{outcome.target}: {r['artifact']} ({r['threads']} thr): p50 {fmt_ms(lat['p50'])}{mark} "
                      f"(process range {fmt_ms(lat['p50_ci95'][0])}-{fmt_ms(lat['p50_ci95'][1])}), "
-                     f"peak RSS {r['peak_rss_mb']:.0f} MB, accuracy {r['accuracy']:.2%} ({r.get('accuracy_on', 'device')})")
-    return written, outcomes
+                     f"peak RSS {memory}, accuracy {r['accuracy']:.2%} ({r.get('accuracy_on', 'device')})")
+    return outcomes
 
 
 def bench_stage(ctx: StageContext) -> StageResult:
     from edgekd.pipeline.stages.context import StageResult
 
-    written, outcomes = bench_targets(ctx.layout, ctx.cfg, progress=log.info)
+    outcomes = bench_targets(ctx.layout, ctx.cfg, progress=log.info)
     failed = [o for o in outcomes if o.status != "ok"]
     if len(failed) == len(outcomes):
+        # nothing written: a file the manifest does not record would block the next report and bench
         error = MissingDependency if any(o.status == "missing" for o in failed) else CheckFailed
-        raise error("every target failed:\n" + "\n".join(f"  - {o.target}: {o.error}" for o in failed))
-    # files of targets not measured now stay part of the stage's output while unchanged
+        raise error("every target failed (bench/ is unchanged):\n" +
+                    "\n".join(f"  - {o.target}: {o.error}" for o in failed))
+    written = []
+    for outcome in outcomes:
+        path = ctx.layout.bench_file(outcome.target)
+        write_json(path, _document(outcome))
+        written.append(path)
+    # files of targets not measured now stay part of the stage's output while unchanged; the report
+    # uses only their rows whose sha256 is still the file's
     records = RunRecords(ctx.layout)
     kept = [p for p in sorted(ctx.layout.bench_dir.glob("*.json")) if p not in written
             and records.sha256(p) == sha256_file(p) and json.loads(p.read_text()).get("target") not in ctx.cfg.bench.targets]
