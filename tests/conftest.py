@@ -79,8 +79,8 @@ def start_sshd(folder: Path, address: str = "127.0.0.1", netns: str = "") -> SSH
 
 @pytest.fixture(scope="session")
 def ssh_host(tmp_path_factory):
-    if SSHD is None:
-        pytest.skip("needs openssh-server (installed by .ci/run)")
+    if SSHD is None or shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
+        pytest.skip("needs sshd, ssh and ssh-keygen (Debian openssh-server and openssh-client, installed by .ci/run)")
     host = start_sshd(tmp_path_factory.mktemp("sshd"))
     yield host
     host.process.kill()
@@ -89,8 +89,8 @@ def ssh_host(tmp_path_factory):
 @pytest.fixture
 def second_ssh_host(tmp_path):
     """Another host: an sshd in its own network namespace, reached over a veth pair (needs root)."""
-    if SSHD is None or os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.skip("needs root, iproute2 and openssh-server to make a second host")
+    if SSHD is None or shutil.which("ssh") is None or os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root, ip (Debian iproute2), sshd and ssh (openssh-server, openssh-client) to make a second host")
     ns, peer = f"edgekd{os.getpid() % 10000}", f"ek{os.getpid() % 10000}"
     subnet = f"10.231.{os.getpid() % 200 + 10}"
     for cmd in (["ip", "netns", "add", ns], ["ip", "link", "add", peer + "a", "type", "veth", "peer", "name", peer + "b"],
