@@ -103,7 +103,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from edgekd.pipeline.layout import RunLayout
     from edgekd.pipeline.run import rerun_stages
 
+    from edgekd.pipeline.manifest import RunRecords
+
     run_dir = _run_dir(args.run_dir)
+    RunRecords(RunLayout(run_dir)).verify()  # before its config.toml is read: a hand-edited one is named as such
     cfg = load_config(RunLayout(run_dir).config)
     tables = {**cfg.targets, **(as_dict(load_targets_file(Path(args.targets))) if args.targets else {})}
     defined = {"local": None, **tables}

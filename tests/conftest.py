@@ -22,7 +22,7 @@ import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
+SSHD = shutil.which("sshd") or shutil.which("sshd", path="/usr/sbin:/sbin")  # sbin is not on every PATH
 
 
 @dataclass
