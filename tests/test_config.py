@@ -88,3 +88,29 @@ def test_cli_malformed_toml_names_line(tmp_path, capsys):
     assert main(["run", str(bad)]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "not valid TOML" in err and "line 2" in err
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("run.seed=" + "9" * 100_000, "--set run.seed=<a number of 100,000 digits>: out of range; TOML integers are 64-bit"),
+    ("run.seed=" + "9" * 30, "run.seed = 999999999999999999999999999999: out of range; TOML integers are 64-bit"),
+    ("data.path=/" + "a" * 100_000, "(100,001 characters): too long; at most 4,096 characters"),
+    ("teacher.checkpoint=/" + "b" * 100_000, "teacher.checkpoint = '/bbbb"),
+    ("k" * 100_000 + "=1", "unknown key 'kkkk"),
+    ("run.seed=-5", "run.seed = -5: must be >= 0"),
+])
+def test_cli_huge_values_exit_2_with_a_short_message(override, needle, capsys, tmp_path):
+    """A 100,000-digit number or a 100,000-character path is named in a few words: no traceback, no echo."""
+    code = main(["run", str(ROOT / "configs/digits.toml"), "--out", str(tmp_path / "r"), "--set", override])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in " ".join(err.split()), err[:2000]
+    assert "Traceback" not in err and len(err) < 2000, err[:2000]
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_a_toml_file_with_a_100000_digit_number_exits_2(tmp_path, capsys):
+    bad = tmp_path / "big.toml"
+    bad.write_text("[run]\nseed = " + "7" * 100_000 + "\n")
+    assert main(["run", str(bad), "--out", str(tmp_path / "r")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "big.toml" in err and "not valid TOML" in err and "64-bit" in err and "Traceback" not in err
+    assert len(err) < 2000

@@ -203,13 +203,15 @@ def validate(cfg: PipelineConfig) -> list[str]:
         p.append(f"bench.eager: unknown {', '.join(map(repr, bad))}; valid: teacher, baseline, student")
     if cfg.run.amp and cfg.run.device == "cpu":
         p.append("run.amp = true needs CUDA; set run.device = 'cuda' (or 'auto' on a machine with a GPU), or amp = false")
+    if cfg.run.seed < 0:
+        p.append(f"run.seed = {cfg.run.seed}: must be >= 0")
     if cfg.run.threads < 0:
         p.append(f"run.threads = {cfg.run.threads}: must be >= 0 (0 keeps torch's default)")
     for role in ("teacher", "student"):
         model: ModelConfig = getattr(cfg, role)
         p += [f"{role}.arch = {model.arch!r}: {msg}" for msg in check_arch(model.arch, model.kwargs)]
         t = model.train
-        for key, low in (("epochs", 1), ("batch_size", 1), ("jitter", 0), ("patience", 0)):
+        for key, low in (("epochs", 1), ("batch_size", 1), ("jitter", 0), ("patience", 0), ("seed", -1)):
             if getattr(t, key) < low:
                 p.append(f"{role}.train.{key} = {getattr(t, key)}: must be >= {low}")
         if t.lr <= 0:

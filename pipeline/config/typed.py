@@ -15,6 +15,23 @@ from typing import Any, Callable, Literal, Union, get_args, get_origin, get_type
 
 from edgekd.errors import ConfigError
 
+# TOML integers are 64-bit signed (the spec: "an integer that cannot be represented losslessly is an error")
+INT_MIN, INT_MAX = -(2 ** 63), 2 ** 63 - 1
+# no string setting (a path, a name, a command) is longer than the longest path Linux takes (PATH_MAX)
+MAX_STRING = 4096
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """`repr(value)` for a message, cut to `limit` characters with the full length said (a 100,000-digit
+    number or path is named, not printed)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10 ** 40:
+        return f"<an integer of {len(str(abs(value))):,} digits>"
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f"{len(value):,} characters" if isinstance(value, str) else f"{len(text):,} characters as written"
+    return f"{text[:limit]}... ({size})"
+
 
 def type_name(tp: Any) -> str:
     origin = get_origin(tp)
@@ -32,7 +49,7 @@ def type_name(tp: Any) -> str:
 def _example(value: Any, tp: Any) -> str:
     """How `value` should have been written, when a single item was given for a list."""
     if get_origin(tp) is tuple and not isinstance(value, (list, tuple)):
-        return f"; write a list, e.g. [{value!r}] (on the command line: --set \"KEY=[{value!r}]\")"
+        return f"; write a list, e.g. [{shown(value)}] (on the command line: --set \"KEY=[{shown(value)}]\")"
     return ""
 
 
@@ -41,7 +58,7 @@ def convert(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
     origin = get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            problems.append(f"{key}: expected a table, got {value!r}")
+            problems.append(f"{key}: expected a table, got {shown(value)}")
             return tp()
         return build(tp, value, key, problems)
     if origin in (Union, types.UnionType):  # Optional[X]: TOML has no null, so a value given is an X
@@ -50,16 +67,16 @@ def convert(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
     if origin is Literal:
         if value not in get_args(tp) or isinstance(value, bool) != any(isinstance(a, bool) and a == value
                                                                          for a in get_args(tp)):
-            problems.append(f"{key} = {value!r}: expected one of {type_name(tp)}")
+            problems.append(f"{key} = {shown(value)}: expected one of {type_name(tp)}")
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            problems.append(f"{key} = {value!r}: expected {type_name(tp)}{_example(value, tp)}")
+            problems.append(f"{key} = {shown(value)}: expected {type_name(tp)}{_example(value, tp)}")
             return ()
         return tuple(convert(v, get_args(tp)[0], f"{key}[{i}]", problems) for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
-            problems.append(f"{key} = {value!r}: expected a table, e.g. {{hidden = [64]}}")
+            problems.append(f"{key} = {shown(value)}: expected a table, e.g. {{hidden = [64]}}")
             return {}
         return dict(value)
     ok = {bool: isinstance(value, bool),
@@ -67,10 +84,17 @@ def convert(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
           float: isinstance(value, (int, float)) and not isinstance(value, bool),
           str: isinstance(value, str)}[tp]
     if not ok:
-        problems.append(f"{key} = {value!r}: expected {type_name(tp)}")
+        problems.append(f"{key} = {shown(value)}: expected {type_name(tp)}")
         return value
     if tp is float and not math.isfinite(value):
-        problems.append(f"{key} = {value!r}: expected a finite number")
+        problems.append(f"{key} = {shown(value)}: expected a finite number")
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and not INT_MIN <= value <= INT_MAX:
+        problems.append(f"{key} = {shown(value)}: out of range; TOML integers are 64-bit ({INT_MIN:,} to {INT_MAX:,})")
+        return value
+    if tp is str and len(value) > MAX_STRING:
+        problems.append(f"{key} = {shown(value)}: too long; at most {MAX_STRING:,} characters (the longest path "
+                        "Linux takes)")
         return value
     return float(value) if tp is float else value
 
@@ -91,7 +115,7 @@ def build(cls: type, raw: dict[str, Any], prefix: str, problems: list[str], base
         where = locate(key) if locate else ""
         if key not in fields:
             scope = f" in [{prefix}]" if prefix else ""
-            problems.append(f"{where}unknown key {dotted!r}; valid keys{scope}: {', '.join(fields)}")
+            problems.append(f"{where}unknown key {shown(dotted)}; valid keys{scope}: {', '.join(fields)}")
             continue
         before = len(problems)
         if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
@@ -117,17 +141,25 @@ def read_toml(path: Path, what: str) -> tuple[dict[str, Any], str]:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"not valid TOML: {exc}"], str(path)) from None
+    except ValueError as exc:  # Python refuses to convert an integer of more than 4,300 digits
+        raise ConfigError([f"not valid TOML: {str(exc).split(';')[0]}; TOML integers are 64-bit ({INT_MIN:,} to "
+                           f"{INT_MAX:,})"], str(path)) from None
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
     """Split `a.b=c` into (["a", "b"], value); the value is read as TOML, else taken as a string."""
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
-        raise ConfigError([f"--set {item!r}: expected KEY=VALUE, e.g. --set distill.temperature=8"], "--set")
+        raise ConfigError([f"--set {shown(item)}: expected KEY=VALUE, e.g. --set distill.temperature=8"], "--set")
     try:
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         value = text
+    except ValueError:  # an integer of more than 4,300 digits, which Python refuses to convert
+        digits = sum(c.isdigit() for c in text)
+        name = key.strip() if len(key.strip()) <= 80 else shown(key.strip())
+        raise ConfigError([f"--set {name}=<a number of {digits:,} digits>: out of range; TOML integers are 64-bit "
+                           f"({INT_MIN:,} to {INT_MAX:,})"], "--set") from None
     return [p.strip() for p in key.split(".")], value
 
 
