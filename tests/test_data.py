@@ -150,3 +150,42 @@ def test_folder_empty_class_and_mixed_sizes(tmp_path):
     _png(tmp_path / "b" / "0.png", 1, size=(7, 6))
     with pytest.raises(DataError, match="set data.image_size"):
         prepare(DataConfig(dataset="folder", path=str(tmp_path)), seed=0)
+
+
+def _cli_error(tmp_path, capsys, *overrides: str) -> tuple[int, str]:
+    from edgekd.pipeline.cli import main
+    from tests.helpers import ROOT
+
+    code = main(["run", str(ROOT / "configs" / "digits.toml"), "--out", str(tmp_path / "r"),
+                 *[a for o in overrides for a in ("--set", o)]])
+    return code, " ".join(capsys.readouterr().err.split())
+
+
+@pytest.mark.parametrize("x, y, needle", [
+    (np.array([["a"] * 16] * 30).reshape(30, 4, 4), np.arange(30) % 3, "x has dtype <U1 (strings)"),
+    (np.array([["1.0"] * 16] * 30).reshape(30, 4, 4), np.arange(30) % 3, "x has dtype <U3 (strings)"),
+    (np.zeros((30, 4, 4), np.float32), np.array(["cat", "dog", "emu"] * 10), "y has dtype <U3 (strings)"),
+    (np.zeros((30, 4, 4), np.float32), np.array([b"c", b"d", b"e"] * 10), "y has dtype |S1 (bytes)"),
+    (np.array([None] * 30, dtype=object), np.arange(30) % 3, "array 'x' holds Python objects"),
+    (np.zeros((30, 4, 4), np.float32), np.array([0, 1, 2] * 10, dtype=object), "array 'y' holds Python objects"),
+])
+def test_npz_of_strings_or_objects_exits_2_naming_the_array(tmp_path, capsys, x, y, needle):
+    np.savez(tmp_path / "user.npz", x=x, y=y)  # np.savez pickles object arrays; np.load refuses them
+    code, err = _cli_error(tmp_path, capsys, "data.dataset=npz", f"data.path={tmp_path / 'user.npz'}")
+    assert code == 2 and needle in err and "user.npz" in err and "Traceback" not in err, err
+    assert not list((tmp_path / "r").glob("*")), "nothing is written"
+
+
+def test_a_class_folder_whose_name_is_not_utf8_exits_2_naming_its_bytes(tmp_path, capsys):
+    import os
+
+    root = tmp_path / "images"
+    for name in (b"caf\xe9", b"tea"):  # Latin-1 "café", as an old camera or a Windows share writes it
+        folder = os.path.join(os.fsencode(root), name)
+        os.makedirs(folder)
+        for i in range(5):
+            Image.fromarray(np.full((6, 6), 20 * i, np.uint8)).save(os.path.join(folder, b"%d.png" % i))
+    code, err = _cli_error(tmp_path, capsys, "data.dataset=folder", f"data.path={root}")
+    assert code == 2 and "class folder b'caf\\xe9' has a name that is not valid UTF-8" in err, err
+    assert "rename the folder" in err and "Traceback" not in err
+    assert not list((tmp_path / "r").glob("*")), "nothing is written"

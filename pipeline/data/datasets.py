@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -129,17 +130,35 @@ def load_idx(cfg: DataConfig) -> RawData:
 
 def load_npz(cfg: DataConfig) -> RawData:
     path = Path(cfg.path)
+    arrays, key = {}, None
     try:
         with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
+            for key in f.files:
+                arrays[key] = f[key]
     except FileNotFoundError:
         raise DataError(f"data.path = {cfg.path!r}: file not found") from None
-    except (ValueError, OSError) as exc:
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):  # numpy refuses to unpickle object arrays, and so do we
+            raise DataError(f"{path}: array {key!r} holds Python objects (dtype object), which edgekd does not load "
+                            "(unpickling runs code); save numbers: x as uint8 (0-255) or float32 (0-1) pixels, y as "
+                            "int64 class ids, e.g. np.savez(path, x=x.astype(np.float32), y=y.astype(np.int64))") from None
+        raise DataError(f"{path}: not a readable .npz file ({exc})") from exc
+    except OSError as exc:
         raise DataError(f"{path}: not a readable .npz file ({exc})") from exc
     missing = {"x", "y"} - set(arrays)
     if missing:
         raise DataError(f"{path}: missing array(s) {', '.join(sorted(missing))}; expected 'x' (images) and 'y' (labels)")
     x, y = arrays["x"], arrays["y"]
+    for name, arr, kinds, want in (("x", x, "biuf", "pixel values: uint8 (0-255) or float (0-1)"),
+                                   ("y", y, "biuf", "integer class ids")):
+        if arr.dtype.kind not in kinds:
+            what = {"U": "strings", "S": "bytes", "O": "Python objects", "c": "complex numbers", "V": "records",
+                    "M": "dates", "m": "time spans"}.get(arr.dtype.kind, "not numbers")
+            fix = (f"e.g. {name}.astype(np.float32)" if name == "x" else
+                   "class names as strings become ids with names, ids = np.unique(y, return_inverse=True); save "
+                   "y=ids and labels=names" if arr.dtype.kind in "USO" else "e.g. y.astype(np.int64)")
+            raise DataError(f"{path}: {name} has dtype {arr.dtype} ({what}); expected {want}. Convert it before "
+                            f"saving: {fix}")
     if x.ndim not in (3, 4):
         raise DataError(f"{path}: x has rank {x.ndim} (shape {list(x.shape)}); expected (N, H, W) or "
                         f"(N, C, H, W) (set data.layout = 'nhwc' for (N, H, W, C))")
@@ -159,6 +178,24 @@ def load_npz(cfg: DataConfig) -> RawData:
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 
+def _utf8(text: str) -> bool:
+    """False for a file name that is not valid UTF-8 (Python keeps its bytes as surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _shown(path: Path) -> str:
+    """`path` for a message: as text, or its bytes where they are not UTF-8 (which no terminal can print)."""
+    return str(path) if _utf8(str(path)) else repr(os.fsencode(path))
+
+
 def _all_gray(files: list[Path]) -> bool:
     """True when every image is stored as grayscale (its mode, read from the header only)."""
     from PIL import Image, UnidentifiedImageError
@@ -169,7 +206,7 @@ def _all_gray(files: list[Path]) -> bool:
                 if img.mode not in GRAY_MODES:
                     return False
         except (UnidentifiedImageError, OSError) as exc:
-            raise DataError(f"{file}: unreadable image ({exc}); delete or replace it") from exc
+            raise DataError(f"{_shown(file)}: unreadable image ({_printable(str(exc))}); delete or replace it") from exc
     return True
 
 
@@ -182,11 +219,16 @@ def load_folder(cfg: DataConfig) -> RawData:
     classes = sorted(p for p in root.iterdir() if p.is_dir())
     if not classes:
         raise DataError(f"{root}: no class sub-folders; expected e.g. {root}/cat/*.png, {root}/dog/*.png")
+    for folder in classes:
+        if not _utf8(folder.name):
+            raise DataError(f"{_shown(root)}: the class folder {os.fsencode(folder.name)!r} has a name that is not valid "
+                            "UTF-8; class names become the labels in eval.npz, the exported sidecars and the report, "
+                            "so rename the folder to a UTF-8 name (e.g. with `convmv -f latin1 -t utf-8 -r --notest`)")
     files_by_class = []
     for folder in classes:
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise DataError(f"{folder}: empty class (no {', '.join(IMAGE_SUFFIXES)} files); add images or remove the folder")
+            raise DataError(f"{_shown(folder)}: empty class (no {', '.join(IMAGE_SUFFIXES)} files); add images or remove the folder")
         files_by_class.append(files)
     gray = cfg.grayscale if cfg.grayscale != "auto" else _all_gray([f for files in files_by_class for f in files])
     images, targets = [], []
@@ -199,15 +241,15 @@ def load_folder(cfg: DataConfig) -> RawData:
                         img = img.resize((cfg.image_size[1], cfg.image_size[0]), Image.BILINEAR)
                     arr = np.asarray(img, dtype=np.float32) / 255.0
             except (UnidentifiedImageError, OSError) as exc:
-                raise DataError(f"{file}: unreadable image ({exc}); delete or replace it") from exc
+                raise DataError(f"{_shown(file)}: unreadable image ({_printable(str(exc))}); delete or replace it") from exc
             if images and arr.shape != images[0].shape:
-                raise DataError(f"{file}: size {arr.shape[:2]} differs from {images[0].shape[:2]} of the first image; "
+                raise DataError(f"{_shown(file)}: size {arr.shape[:2]} differs from {images[0].shape[:2]} of the first image; "
                                 "set data.image_size = [height, width] to resize all images")
             images.append(arr)
             targets.append(idx)
     x = np.stack(images)
     x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
-    return RawData(np.ascontiguousarray(x), np.asarray(targets, np.int64), [p.name for p in classes], str(root), 255.0)
+    return RawData(np.ascontiguousarray(x), np.asarray(targets, np.int64), [p.name for p in classes], _shown(root), 255.0)
 
 
 @dataclass(frozen=True)
