@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekd.bench.agent import combine_latency, dequantize, median_interval, percentiles, quantize
+from edgekd.bench.agent import (Job, Samples, combine_latency, dequantize, median_interval, merge, percentiles,
+                                quantize)
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT = ROOT / "bench" / "agent.py"
@@ -50,6 +51,53 @@ def test_int8_quantization_round_trip():
     inside = (x / scale + zero >= -128) & (x / scale + zero <= 127)
     assert np.abs(back - x)[inside].max() <= scale / 2 + 1e-6
     assert q.min() == -128 and q.max() == 127  # out-of-range values clip instead of wrapping
+
+
+def _worker(samples, peak, baseline, **extra):
+    return {"sha256": "0" * 64, "runtime": "r", "runtime_version": "1", "threads": 1, "init_ms": 1.0, "first_ms": 2.0,
+            "samples_ms": samples, "peak_rss_mb": peak, "runtime_rss_mb": baseline, "started_at": 1.0,
+            "ended_at": 2.0, **extra}
+
+
+def test_a_row_is_runtime_baseline_plus_model_and_keeps_the_samples_of_its_percentiles():
+    rng = np.random.default_rng(1)
+    samples = [list(rng.gamma(4, 0.01, n).round(6) + 0.1) for n in (3000, 2000, 2500)]
+    job = Job("m.tflite", [], [_worker(samples[0], 50.0, 45.5, accuracy=0.5, n_eval=4, correct_bits="a0"),
+                               _worker(samples[1], 52.25, 46.0), _worker(samples[2], 49.0, 44.0)])
+    row = merge(job, "t")
+    assert row["process_peak_rss_mb"] == [50.0, 52.25, 49.0] and row["process_runtime_rss_mb"] == [45.5, 46.0, 44.0]
+    assert row["peak_rss_mb"] == 52.25 and row["runtime_rss_mb"] == 45.5  # the largest peak, the median baseline
+    assert row["model_rss_mb"] == 6.25 == row["rss_increase_mb"]  # the largest peak - baseline of one process
+    assert row["accuracy"] == 0.5 and row["n_eval"] == 4 and row["correct_bits"] == "a0"
+    # 3 processes x 2,000 (the shortest) pooled: 6,000 samples, kept as 5,000 evenly spaced ones
+    assert row["latency_ms"]["n"] == 6000 and len(row["samples_ms"]) == 5000
+    # under 5,000: exactly the pool (400 per process, as the shortest has), so every percentile recomputes
+    small = merge(Job("m", [], [_worker(s[:n], 50.0, 45.0) for s, n in zip(samples, (1000, 400, 700))]), "t")
+    again = percentiles(small["samples_ms"])
+    assert len(small["samples_ms"]) == small["latency_ms"]["n"] == 1200
+    assert all(again[k] == small["latency_ms"][k] for k in ("p50", "p90", "p95", "p99", "mean", "std", "min", "max"))
+
+
+def test_a_worker_without_a_baseline_gives_no_model_part():
+    """A peak minus an unknown start is not the model's memory: None, never a made-up number."""
+    old = [{**_worker([1.0] * 10, 60.0, None)} for _ in range(2)]
+    for w in old:
+        del w["runtime_rss_mb"]
+    row = merge(Job("m", [], old), "t")
+    assert row["peak_rss_mb"] == 60.0 and row["runtime_rss_mb"] is None and row["model_rss_mb"] is None
+    assert row["rss_increase_mb"] is None and row["accuracy"] is None and "correct_bits" not in row
+
+
+def test_samples_stay_evenly_spaced_in_a_fixed_buffer():
+    s = Samples(capacity=8)
+    buffer = s.buf
+    for i in range(37):
+        s.add(float(i))
+    assert s.values() == [0.0, 8.0, 16.0, 24.0, 32.0] and s.runs == 37 and s.buf is buffer  # no new allocation
+    s = Samples(capacity=8)
+    for i in range(8):
+        s.add(float(i))
+    assert s.values() == [float(i) for i in range(8)]
 
 
 @pytest.fixture(scope="module")
@@ -104,15 +152,41 @@ def test_agent_accuracy_equals_direct_runtime_evaluation(bench_run, blocker, tmp
             interp.invoke()
             logits.append((interp.get_tensor(out["index"]).astype(np.float32) - z_out) * s_out)
         logits = np.concatenate(logits)
-    assert result["accuracy"] == pytest.approx(float((logits.argmax(1) == y).mean()), abs=1e-9)
+    correct = logits.argmax(1) == y
+    assert result["accuracy"] == pytest.approx(float(correct.mean()), abs=1e-9)
+    # which samples it got right, in eval-set order: exactly the direct runtime's, and exactly the accuracy
+    bits = np.unpackbits(np.frombuffer(bytes.fromhex(result["correct_bits"]), np.uint8))
+    assert len(bits) == 8 * ((len(y) + 7) // 8) and not bits[len(y):].any()
+    assert np.array_equal(bits[:len(y)].astype(bool), correct) and result["accuracy"] == bits.sum() / len(y)
     assert result["artifact"] == f"export/{name}" and result["n_eval"] == len(y) and result["threads"] == 1
     assert result["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
     lat = result["latency_ms"]
     assert lat["processes"] == 3 and len(lat["process_p50"]) == 3
     assert lat["n"] >= 3 * 20 and 0 < lat["min"] <= lat["p50"] <= lat["p95"] <= lat["max"]
     assert lat["p50_ci95"] == [min(lat["process_p50"]), max(lat["process_p50"])]
-    assert result["peak_rss_mb"] > 10 and result["rss_increase_mb"] >= 0
+    # samples_ms are exactly the samples the percentiles came from (fewer than 5,000 here: all of them)
+    assert lat["n"] == len(result["samples_ms"]) or len(result["samples_ms"]) == 5000
+    if lat["n"] <= 5000:
+        again = percentiles(result["samples_ms"])
+        assert all(again[k] == pytest.approx(lat[k], abs=1e-6) for k in ("p50", "p90", "p95", "p99", "mean", "min", "max"))
+    _assert_memory_means_its_label(result, processes=3)
     assert result["started_at"] < result["ended_at"]
+
+
+def _assert_memory_means_its_label(result, processes):
+    """Runtime baseline + model part, per process and per row, and a model part that is the model's alone."""
+    peaks, baselines = result["process_peak_rss_mb"], result["process_runtime_rss_mb"]
+    assert len(peaks) == len(baselines) == processes
+    assert result["peak_rss_mb"] == max(peaks) and result["runtime_rss_mb"] == pytest.approx(float(np.median(baselines)))
+    assert result["model_rss_mb"] == pytest.approx(max(p - b for p, b in zip(peaks, baselines)), abs=1e-9)
+    assert result["rss_increase_mb"] == result["model_rss_mb"]
+    # python + numpy + the runtime, its no-op run and the eval set: tens of MB (30-70 here), never the model
+    assert 20 < result["runtime_rss_mb"] < 150
+    # the model's own part of a file of a few (tens of) KiB: positive, and well under 2 MB (it was 16.5 MB
+    # when the baseline was read before the runtime was imported; measured 0.4-0.8 MB here)
+    assert 0 < result["model_rss_mb"] < 2.0
+    # peak = runtime baseline + model part, up to how much the processes' baselines differ (0.1 MB here)
+    assert abs(result["runtime_rss_mb"] + result["model_rss_mb"] - result["peak_rss_mb"]) < 0.5
 
 
 def test_agent_corrupt_model_exits_2_with_its_name(blocker, tmp_path, bench_run):
@@ -189,3 +263,46 @@ def test_pack_can_bundle_only_the_formats_a_device_runs(bench_run, tmp_path, cap
                                                           "export/student.int8.tflite", "export/student.int8.tflite.json"]
     assert main(["pack", str(bench_run), "-o", str(bundle), "--formats", "tflite_fp16"]) == 2
     assert "no exported file of format tflite_fp16" in " ".join(capsys.readouterr().err.split())
+
+
+def _dense_tflite(path: Path, inputs: int, outputs: int) -> int:
+    """A float32 FULLY_CONNECTED model with an (outputs, inputs) weight matrix; its weight bytes."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as s
+
+    weights = np.random.default_rng(0).standard_normal((outputs, inputs)).astype(np.float32)
+    model, code, graph, op = s.ModelT(), s.OperatorCodeT(), s.SubGraphT(), s.OperatorT()
+    model.version, model.buffers = 3, [s.BufferT(), s.BufferT()]
+    model.buffers[1].data = weights.tobytes()
+    code.builtinCode = code.deprecatedBuiltinCode = s.BuiltinOperator.FULLY_CONNECTED
+    code.version, model.operatorCodes = 1, [code]
+
+    def tensor(name, shape, buffer):
+        t = s.TensorT()
+        t.name, t.shape, t.type, t.buffer = name, shape, s.TensorType.FLOAT32, buffer
+        return t
+    graph.tensors = [tensor("x", [1, inputs], 0), tensor("w", [outputs, inputs], 1), tensor("y", [1, outputs], 0)]
+    graph.inputs, graph.outputs = [0], [2]
+    op.opcodeIndex, op.inputs, op.outputs = 0, [0, 1, -1], [2]
+    op.builtinOptionsType, op.builtinOptions = s.BuiltinOptions.FullyConnectedOptions, s.FullyConnectedOptionsT()
+    graph.operators, model.subgraphs = [op], [graph]
+    builder = flatbuffers.Builder(0)
+    builder.Finish(model.Pack(builder), b"TFL3")
+    path.write_bytes(bytes(builder.Output()))
+    return weights.nbytes
+
+
+def test_the_model_part_grows_with_the_model_and_the_runtime_part_does_not(blocker, tmp_path):
+    """Two models, 16 KiB and 16 MiB of weights, on the same runtime: the baselines agree to 1 MB and the
+    model parts differ by at least the weights (LiteRT maps the file and XNNPACK repacks the weights)."""
+    small, big = tmp_path / "small.tflite", tmp_path / "big.tflite"
+    small_bytes, big_bytes = _dense_tflite(small, 64, 64), _dense_tflite(big, 2048, 2048)
+    assert (small_bytes, big_bytes) == (16 * 1024, 16 * 1024 * 1024)
+    proc = _agent([small, big, "--processes", 2, "--min-runs", 5, "--min-seconds", 0, "--warmup", 1,
+                   "-o", tmp_path / "r.json"], blocker)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["artifact"]: r for r in json.loads((tmp_path / "r.json").read_text())["results"]}
+    s, b = rows["small.tflite"], rows["big.tflite"]
+    assert abs(s["runtime_rss_mb"] - b["runtime_rss_mb"]) < 1.0
+    assert 0 < s["model_rss_mb"] < 2.0
+    assert 16 <= b["model_rss_mb"] - s["model_rss_mb"] <= 3 * 16 + 2  # mapped, repacked, and no more
