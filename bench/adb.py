@@ -15,7 +15,8 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-from edgekd.bench.agent import SCHEMA, AgentError, Job, median_interval, run_process, sha256_file, worker_command
+from edgekd.bench.agent import (SCHEMA, AgentError, Deadline, Job, median_interval, run_process, sha256_file,
+                                worker_command)
 from edgekd.bench.targets import BenchOptions, Call, artifact_name, last_line
 
 _COUNT = re.compile(r"count=(\d+)((?:[ \t]+\w+=[-\d.e+]+)*)")  # one line: \s would run into the next
@@ -30,6 +31,8 @@ def parse_benchmark_output(text: str) -> dict:
          inference: .., ...", "Memory footprint delta from the start of the tool (MB): init=.. overall=..";
     old: count lines without percentiles, "Average inference timings in us: Warmup: .., Init: ..,
          Inference: ..", "Peak memory footprint (MB): init=.. overall=..".
+    Either, with --report_peak_memory_footprint: "Overall peak memory footprint (MB) via periodic
+    monitoring: X". `peak_rss_mb` is the best of these the run printed (see `peak_memory`), else None.
     """
     counts = []
     for m in _COUNT.finditer(text):
@@ -55,7 +58,21 @@ def parse_benchmark_output(text: str) -> dict:
                       text):
         out["delegated"] = {"nodes": int(m.group(1)), "of": int(m.group(2)), "delegate": m.group(3),
                             "partitions": int(m.group(4))}
+    out["peak_rss_mb"], out["peak_rss_from"] = peak_memory(out, text)
     return out
+
+
+def peak_memory(parsed: dict, text: str) -> tuple[float | None, str | None]:
+    """(MB, which line) of the tool's peak memory: the periodic monitor (a sampled peak of the whole
+    process) when printed, else the footprint's `overall` (the old tool calls it the peak; the new one
+    measures it from the tool's start, which misses only the few MB the bare binary holds); None when
+    the tool printed neither: an unmeasured peak must never read as 0 MB."""
+    if parsed.get("peak_memory_mb") is not None:
+        return parsed["peak_memory_mb"], "periodic monitoring"
+    if "memory_mb" in parsed:
+        delta = "Memory footprint delta from the start of the tool" in text
+        return parsed["memory_mb"]["overall"], "footprint delta from the tool's start" if delta else "peak footprint"
+    return None, None
 
 
 def parse_devices(text: str) -> dict[str, str]:
@@ -88,16 +105,17 @@ class ADBTarget:
         self.use_xnnpack, self.warmup_runs, self.num_runs, self.adb = use_xnnpack, warmup_runs, num_runs, adb
         self.remote_dir: str | None = None
         self.call = Call()
+        self.deadline = Deadline(options.timeout_s)  # the fleet restarts it when this target's turn begins
 
-    def _adb(self, *args: str, timeout: float | None = 120) -> str:
+    def _adb(self, *args: str, timeout: float | None = 120, limited: bool = True) -> str:
         cmd = [self.adb, *(["-s", self.serial] if self.serial else []), *args]
-        proc = self.call(cmd, timeout=timeout)
+        proc = self.call(cmd, timeout=timeout, deadline=self.deadline if limited else None)
         if proc.returncode != 0:
             raise AgentError(f"target {self.name}: `{' '.join(cmd[:4])}` failed: {last_line(proc.stderr or proc.stdout)}", 1)
         return proc.stdout
 
-    def _shell(self, command: str, timeout: float | None = 120) -> str:
-        return self._adb("shell", command, timeout=timeout)
+    def _shell(self, command: str, timeout: float | None = 120, limited: bool = True) -> str:
+        return self._adb("shell", command, timeout=timeout, limited=limited)
 
     def prepare(self) -> None:
         if shutil.which(self.adb) is None:
@@ -105,7 +123,7 @@ class ADBTarget:
         if not Path(self.binary).is_file():
             raise AgentError(f"target {self.name}: benchmark_binary {self.binary!r} not found; download TFLite's "
                              "benchmark_model for your phone's ABI (android_aarch64_benchmark_model) and name it there", 3)
-        devices = parse_devices(self.call([self.adb, "devices"], timeout=60).stdout)
+        devices = parse_devices(self.call([self.adb, "devices"], timeout=60, deadline=self.deadline).stdout)
         usable = [s for s, state in devices.items() if state == "device"]
         unauthorized = AgentError(f"target {self.name}: the device is unauthorized; unlock the phone and accept the USB "
                                   "debugging prompt, then run `adb devices` again", 3)
@@ -137,29 +155,34 @@ class ADBTarget:
         for i, f in enumerate(f for f in files if f.suffix == ".tflite"):
             remote = f"{self.remote_dir}/m{i}.tflite"  # our own name: the user's file name never reaches the shell
             self._adb("push", str(f), remote)
-            host = run_process([*worker_command(f, eval_path, 1, o.timing), "--accuracy"], o.timeout_s)
+            host = run_process([*worker_command(f, eval_path, 1, o.timing), "--accuracy"], deadline=self.deadline)
             for threads in o.threads:
                 for xnnpack in self.use_xnnpack:
                     runs = [parse_benchmark_output(self._shell(
                         f"{shlex.quote(self.remote_dir)}/benchmark_model --graph={shlex.quote(remote)} "
                         f"--num_threads={threads} --use_xnnpack={str(xnnpack).lower()} --warmup_runs={self.warmup_runs} "
-                        f"--num_runs={self.num_runs} --report_peak_memory_footprint=true", timeout=o.timeout_s))
+                        f"--num_runs={self.num_runs} --report_peak_memory_footprint=true", timeout=None))
                         for _ in range(o.processes)]
                     results.append(self._result(f, runs, threads, xnnpack, host))
         return {"schema": "edgekd.bench/1", "target": self.name, "results": results, "skipped": skipped}
 
     def _result(self, model: Path, runs: list[dict], threads: int, xnnpack: bool, host: dict) -> dict:
-        memory = [r.get("peak_memory_mb") or r.get("memory_mb", {}).get("overall") for r in runs]
-        increase = [r.get("memory_mb", {}).get("overall") for r in runs]
+        peaks = [r.get("peak_rss_mb") for r in runs]
+        measured = [p for p in peaks if p is not None]
+        scored = {k: host[k] for k in ("accuracy", "n_eval", "correct_bits") if k in host}
         return {"schema": SCHEMA, "artifact": artifact_name(model), "target": self.name, "sha256": sha256_file(model),
                 "runtime": "tflite benchmark_model", "runtime_version": "unknown", "threads": threads,
                 "delegate": "xnnpack" if xnnpack else "none", "delegated": runs[0].get("delegated"),
                 "device": {"machine": "android", "system": "Android", "processor": "", "python": "", "serial": self.serial},
                 "latency_ms": combine_runs(runs), "init_ms": statistics.median(r.get("init_ms", 0.0) for r in runs),
                 "first_ms": statistics.median(r.get("first_ms", 0.0) for r in runs),
-                "peak_rss_mb": max((m for m in memory if m is not None), default=0.0),
-                "rss_increase_mb": max((m for m in increase if m is not None), default=0.0),
-                "accuracy": host["accuracy"], "n_eval": host["n_eval"], "accuracy_on": "host",
+                # None (JSON null) when the tool printed no memory line: a budget must see "not measured"
+                "peak_rss_mb": max(measured) if measured else None,
+                "peak_rss_from": next((r["peak_rss_from"] for r in runs if r.get("peak_rss_from")), None),
+                # the tool reports no runtime baseline, so neither it nor the model's part is known
+                "runtime_rss_mb": None, "model_rss_mb": None, "rss_increase_mb": None,
+                "process_peak_rss_mb": peaks, "process_runtime_rss_mb": None,
+                **scored, "accuracy_on": "host",
                 "accuracy_runtime": f"{host['runtime']} {host['runtime_version']} on the host",
                 "samples_ms": []}  # the tool prints summaries, not samples
 
@@ -168,6 +191,6 @@ class ADBTarget:
         if self.remote_dir:
             remote, self.remote_dir = self.remote_dir, None
             try:
-                self._shell(f"rm -rf {shlex.quote(remote)}", timeout=30)
+                self._shell(f"rm -rf {shlex.quote(remote)}", timeout=30, limited=False)  # also after the deadline
             except AgentError:
                 pass

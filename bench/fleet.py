@@ -1,7 +1,11 @@
 """Several targets at once: a bounded pool, a time limit and one retry per target, and targets that
 time on this machine's CPU (local, command, ssh to this host) never at the same time as each other,
-because concurrent timing on one CPU corrupts both. A target that fails gets an outcome saying why
-and never stops the others."""
+because concurrent timing on one CPU corrupts both. A target that fails, in any way, gets an outcome
+saying why and never stops the others.
+
+A target's `timeout_s` is the limit for its whole measurement: it starts when the target's turn
+begins (not while it waits for this machine's CPU) and covers preparing, every process and call,
+and the retry, which is made only while time is left."""
 from __future__ import annotations
 
 import threading
@@ -11,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from edgekd.bench.agent import AgentError, Job
+from edgekd.bench.agent import AgentError, Deadline, Job
 
 
 @dataclass
@@ -39,6 +43,7 @@ def measure_target(target, files: list[Path], eval_path: Path, extra_jobs: list[
     outcome = Outcome(target.name, target.kind)
     with cpu if target.shares_cpu else _NoLock():
         outcome.started_at = time.time()
+        target.deadline = Deadline(getattr(getattr(target, "options", None), "timeout_s", None))
         for attempt in (1, 2):
             outcome.attempts = attempt
             try:
@@ -46,14 +51,23 @@ def measure_target(target, files: list[Path], eval_path: Path, extra_jobs: list[
                 outcome.status, outcome.error = "ok", ""
                 break
             except AgentError as exc:
-                outcome.status, outcome.error = ("missing" if exc.exit_code == 3 else "failed"), str(exc)
-                if exc.exit_code == 3:
-                    break  # a missing runtime or device does not appear on a second try
+                outcome.status, outcome.error = ("missing" if exc.exit_code == 3 else "failed"), _named(target, exc)
+                if exc.exit_code == 3 or target.deadline.passed():
+                    break  # a missing runtime or device does not appear on a second try; no time is left
             except OSError as exc:  # the transport itself (ssh, adb, a prefix) could not be started
-                outcome.status, outcome.error = "missing", f"target {target.name}: {exc}"
+                outcome.status, outcome.error = "missing", _named(target, exc)
                 break
+            except Exception as exc:  # anything else (a malformed answer, a bug) is this target's failure alone
+                outcome.status, outcome.error = "failed", _named(target, f"{type(exc).__name__}: {exc}")
+                break  # not a transient failure: a second try would fail the same way
         outcome.ended_at = time.time()
     return outcome
+
+
+def _named(target, error) -> str:
+    """The error, starting with `target NAME:` so that a line of several targets' errors says whose."""
+    text = str(error)
+    return text if text.startswith(f"target {target.name}:") else f"target {target.name}: {text}"
 
 
 class _NoLock:

@@ -1,23 +1,24 @@
 """The ssh target: a Raspberry Pi or any Linux board, through the system's own ssh.
 
-The user's keys, ~/.ssh/config and known_hosts apply; host keys are never accepted silently
-(BatchMode: no prompt, so an unknown host key is an error). Every remote argument is quoted, so a
+The user's keys, ~/.ssh/config and known_hosts apply (a Host alias with its HostName, Port, User and
+ProxyJump works as on the command line: `-p` is passed only when the targets file sets a port); host
+keys are never accepted silently (BatchMode: no prompt, so an unknown host key is an error). Every remote argument is quoted, so a
 file name with spaces, `;` or `$(...)` is only a name. Files travel as one tar stream into a fresh
 `mktemp -d` directory, which is removed afterwards, also after a failure, a timeout or Ctrl-C.
 """
 from __future__ import annotations
 
 import io
-import json
 import shlex
 import socket
+import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
 from typing import Callable
 
-from edgekd.bench.agent import AgentError, Job
-from edgekd.bench.targets import BenchOptions, Call, agent_args, last_line, merge_documents, stage
+from edgekd.bench.agent import AgentError, Deadline, Job
+from edgekd.bench.targets import BenchOptions, Call, agent_args, json_document, last_line, merge_documents, stage
 
 PROBE = """
 import json, sys
@@ -55,26 +56,54 @@ def is_this_machine(host: str) -> bool:
     return False
 
 
+def ssh_config(host: str, args: list[str]) -> dict[str, str]:
+    """What ssh itself makes of `host` with these arguments and the user's config (`ssh -G`: hostname,
+    port, user, proxyjump, ...); {} where this ssh cannot say (too old, or not installed)."""
+    try:
+        proc = subprocess.run(["ssh", "-G", *args, host], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    pairs = (line.split(None, 1) for line in proc.stdout.splitlines() if " " in line)
+    return {key.lower(): value.strip() for key, value in pairs} if proc.returncode == 0 else {}
+
+
+def shares_this_cpu(host: str, args: list[str]) -> bool:
+    """Whether ssh to `host` lands on this machine: its HostName (after ~/.ssh/config) is one of our
+    addresses and no ProxyJump or ProxyCommand leads elsewhere first."""
+    config = ssh_config(host, args)
+    if config.get("proxyjump", "none") != "none" or config.get("proxycommand", "none") != "none":
+        return False  # the name is resolved by the jump host, not here
+    return is_this_machine(config.get("hostname", host))
+
+
 class SSHTarget:
     kind = "ssh"
 
-    def __init__(self, name: str, host: str, port: int = 22, python: str = "python3",
+    def __init__(self, name: str, host: str, port: int | None = None, python: str = "python3",
                  options: BenchOptions = BenchOptions(), ssh_options: tuple[str, ...] = ()):
         self.name, self.host, self.port, self.python, self.options = name, host, port, python, options
         self.ssh_options = list(ssh_options)
-        self.shares_cpu = is_this_machine(host)
+        self.shares_cpu = shares_this_cpu(host, self.args())
         self.remote_dir: str | None = None
         self.call = Call()
+        self.deadline = Deadline(options.timeout_s)  # the fleet restarts it when this target's turn begins
 
-    def _ssh(self, remote: str, stdin: bytes | None = None, timeout: float | None = 60) -> str:
-        cmd = ["ssh", "-p", str(self.port), "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", *self.ssh_options,
-               self.host, remote]
-        proc = self.call(cmd, stdin, timeout)
+    def args(self) -> list[str]:
+        """ssh's arguments before the host: `-p` only when the targets file sets a port, so that a
+        ~/.ssh/config Port (or its default, 22) applies otherwise."""
+        return [*(["-p", str(self.port)] if self.port is not None else []), "-o", "BatchMode=yes",
+                "-o", "ConnectTimeout=10", *self.ssh_options]
+
+    def _ssh(self, remote: str, stdin: bytes | None = None, timeout: float | None = 60, limited: bool = True) -> str:
+        cmd = ["ssh", *self.args(), self.host, remote]
+        proc = self.call(cmd, stdin, timeout, self.deadline if limited else None)
         if proc.returncode == 255 and self.remote_dir:  # it answered before: the connection broke
             raise AgentError(f"target {self.name}: lost the ssh connection to {self.host} ({last_line(proc.stderr)})", 1)
         if proc.returncode == 255:
+            by_hand = " ".join(shlex.quote(a) for a in ["ssh", *(["-p", str(self.port)] if self.port is not None else []),
+                                                         self.host, "true"])
             raise AgentError(f"target {self.name}: cannot reach {self.host} over ssh ({last_line(proc.stderr)}); check "
-                             f"that `ssh -p {self.port} {self.host} true` works (keys, known_hosts, network)", 3)
+                             f"that `{by_hand}` works (keys, known_hosts, network, ~/.ssh/config)", 3)
         if proc.returncode == 127:
             raise AgentError(f"target {self.name}: {self.python!r} not found on {self.host}; set `python` in the "
                              "targets file to the device's Python 3", 3)
@@ -84,7 +113,9 @@ class SSHTarget:
         return proc.stdout
 
     def prepare(self) -> None:
-        found = json.loads(self._ssh(f"{shlex.quote(self.python)} -c {shlex.quote(PROBE)}").strip().splitlines()[-1])
+        probe = self._ssh(f"{shlex.quote(self.python)} -c {shlex.quote(PROBE)}")
+        found = json_document(probe.strip().splitlines()[-1] if probe.strip() else "",
+                              f"target {self.name}: the answer of {self.python} on {self.host} to the runtime probe")
         pip = f"{self.python} -m pip install numpy ai-edge-litert onnxruntime"
         if not found.get("numpy"):
             raise AgentError(f"target {self.name}: {self.host}'s Python {found.get('python')} has no numpy; on the "
@@ -102,13 +133,13 @@ class SSHTarget:
             with tarfile.open(fileobj=buf, mode="w") as tar:
                 tar.add(tmp, arcname=".")
         where = shlex.quote(self.remote_dir)
-        self._ssh(f"tar -xf - -C {where}", stdin=buf.getvalue(), timeout=self.options.timeout_s)
+        self._ssh(f"tar -xf - -C {where}", stdin=buf.getvalue(), timeout=None)
         documents = []
         for threads in self.options.threads:
             out = f"result-{threads}.json"
             args = " ".join(shlex.quote(a) for a in agent_args(models, eval_rel, self.options, threads, self.name))
-            self._ssh(f"cd {where} && {shlex.quote(self.python)} agent.py {args} -o {out}", timeout=self.options.timeout_s)
-            documents.append(json.loads(self._ssh(f"cat {where}/{out}")))
+            self._ssh(f"cd {where} && {shlex.quote(self.python)} agent.py {args} -o {out}", timeout=None)
+            documents.append(json_document(self._ssh(f"cat {where}/{out}"), f"target {self.name}: the agent's {out}"))
         return merge_documents(self.name, documents)
 
     def cleanup(self) -> None:
@@ -116,6 +147,6 @@ class SSHTarget:
         if self.remote_dir:
             remote, self.remote_dir = self.remote_dir, None
             try:
-                self._ssh(f"rm -rf {shlex.quote(remote)}", timeout=30)
+                self._ssh(f"rm -rf {shlex.quote(remote)}", timeout=30, limited=False)  # also after the deadline
             except AgentError:
                 pass  # the host went away: nothing more to clean from here

@@ -5,12 +5,17 @@ document (schema edgekd.bench/1: results and skipped rows); `TARGET_KINDS` is th
     document = target.run(files, eval_path)
     target.cleanup()                      # always, also after a failure, a timeout or Ctrl-C
 
+`options.timeout_s` limits the whole measurement of a target (prepare, every process and call, the
+fleet's retry), not each call: `target.deadline` counts it down from the target's construction, and
+the fleet restarts it when the target's turn begins.
+
 Torch-free and pipeline-free like the agent: the host builds the jobs it wants beside the files
 (the PyTorch eager rows) and hands them in as `extra_jobs`, which only the local target runs.
 """
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -20,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from edgekd.bench import agent
-from edgekd.bench.agent import BENCH_SCHEMA, AgentError, Job, Timing, model_job, run_jobs, skipped_rows
+from edgekd.bench.agent import BENCH_SCHEMA, AgentError, Deadline, Job, Timing, model_job, run_jobs, skipped_rows
 
 AGENT = Path(agent.__file__).resolve()
 
@@ -30,13 +35,15 @@ class BenchOptions:
     threads: tuple[int, ...] = (1,)
     processes: int = 5
     timing: Timing = field(default_factory=Timing)
-    timeout_s: float | None = None  # for the whole measurement on the target
+    timeout_s: float | None = None  # for the whole measurement on the target (see Deadline), None: no limit
 
 
 class Target(Protocol):
     name: str
     kind: str
     shares_cpu: bool  # timed on this machine's CPU: never at the same time as another such target
+    options: BenchOptions
+    deadline: Deadline  # options.timeout_s, counting down
 
     def prepare(self) -> None: ...
 
@@ -90,14 +97,19 @@ class Call:
     def __init__(self):
         self.proc: subprocess.Popen | None = None
 
-    def __call__(self, cmd: list[str], stdin: bytes | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
+    def __call__(self, cmd: list[str], stdin: bytes | None = None, timeout: float | None = None,
+                 deadline: Deadline | None = None) -> subprocess.CompletedProcess:
+        """Run `cmd`; stopped after `timeout` seconds or when `deadline` passes, whichever comes first."""
+        limit = deadline.left(timeout) if deadline else timeout
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      start_new_session=True)
         try:
-            out, err = self.proc.communicate(stdin, timeout=timeout)
+            out, err = self.proc.communicate(stdin, timeout=limit)
         except subprocess.TimeoutExpired:
             self.stop()
-            raise AgentError(f"{cmd[0]}: no result within {timeout:.0f} s (timeout_s)", 1) from None
+            if deadline and deadline.passed():
+                raise deadline.expired() from None
+            raise AgentError(f"{cmd[0]}: no result within {limit:.0f} s", 1) from None
         finally:
             proc, self.proc = self.proc, None
         return subprocess.CompletedProcess(cmd, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
@@ -116,6 +128,26 @@ class Call:
                 proc.kill()
 
 
+def json_document(text: str, what: str) -> dict:
+    """The JSON object in `text`, also when a login script printed lines around it (a banner, `fortune`);
+    AgentError (exit 1) naming `what` when there is none."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        document = None
+        for start in (m.start() for m in re.finditer(r"^\{", text, re.MULTILINE)):
+            try:
+                document = json.JSONDecoder().raw_decode(text, start)[0]  # one object; what follows is chatter
+                break
+            except ValueError:
+                continue
+    if not isinstance(document, dict):
+        first = next((ln for ln in text.splitlines() if ln.strip()), "nothing")
+        raise AgentError(f"{what} is not a JSON object (it starts with {first[:80]!r}); if a login script "
+                         "prints to stdout, make it print only for interactive shells", 1)
+    return document
+
+
 def last_line(text: str) -> str:
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     return lines[-1].removeprefix("error: ") if lines else ""
@@ -129,6 +161,7 @@ class LocalTarget:
 
     def __init__(self, name: str = "local", options: BenchOptions = BenchOptions()):
         self.name, self.options = name, options
+        self.deadline = Deadline(options.timeout_s)
 
     def prepare(self) -> None:
         pass
@@ -139,7 +172,7 @@ class LocalTarget:
         for threads in o.threads:
             jobs = [model_job(f, eval_path, threads, o.timing) for f in files]
             jobs += [job for job in extra_jobs if threads == o.threads[0]]  # eager rows: once, at the first count
-            documents.append({"results": run_jobs(jobs, o.processes, self.name, progress, o.timeout_s),
+            documents.append({"results": run_jobs(jobs, o.processes, self.name, progress, deadline=self.deadline),
                               "skipped": skipped_rows(jobs)})
         return merge_documents(self.name, documents)
 
@@ -162,6 +195,7 @@ class CommandTarget:
         self.stage_dir, self.stage_dir_inside = stage_dir, stage_dir_inside
         self.workdir: Path | None = None
         self.call = Call()
+        self.deadline = Deadline(options.timeout_s)
 
     def prepare(self) -> None:
         base = Path(self.stage_dir) if self.stage_dir else None
@@ -183,11 +217,11 @@ class CommandTarget:
             out = f"result-{threads}.json"
             args = agent_args([f"{inside}/{m}" for m in models], f"{inside}/{eval_rel}", self.options, threads, self.name)
             proc = self.call([*self.prefix, f"{inside}/agent.py", *args, "-o", f"{inside}/{out}"],
-                             timeout=self.options.timeout_s)
+                             deadline=self.deadline)
             if proc.returncode != 0:
                 raise AgentError(f"target {self.name}: {last_line(proc.stderr) or f'exit code {proc.returncode}'}",
                                  3 if proc.returncode in (3, 126, 127) else 1)
-            documents.append(json.loads((self.workdir / out).read_text()))
+            documents.append(json_document((self.workdir / out).read_text(), f"target {self.name}: the agent's {out}"))
         return merge_documents(self.name, documents)
 
     def cleanup(self) -> None:

@@ -4,15 +4,17 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgekd.bench.adb import ADBTarget, combine_runs, parse_benchmark_output, parse_devices
 from edgekd.bench.agent import AgentError, Timing, board_state, thermal_summary
 from edgekd.bench.fleet import measure_fleet
 from edgekd.bench.ssh import SSHTarget, is_this_machine
-from edgekd.bench.targets import BenchOptions, CommandTarget, LocalTarget
+from edgekd.bench.targets import BenchOptions, CommandTarget, LocalTarget, json_document
 from edgekd.errors import ConfigError
 from edgekd.pipeline.config.targets import load_targets_file
 from edgekd.pipeline.reporting.recommend import recommend
@@ -189,6 +191,36 @@ def test_benchmark_model_output_of_both_generations():
     assert lat["min"] == pytest.approx(49.088) and lat["n"] == 2200 and lat["p99"] is None
 
 
+DELTA_ONLY = NEW.replace("Overall peak memory footprint (MB) via periodic monitoring: 61.25\n", "")
+NO_MEMORY = "\n".join(ln for ln in DELTA_ONLY.splitlines() if "Memory footprint" not in ln)
+
+
+@pytest.mark.parametrize("text, peak, source", [
+    (NEW, 61.25, "periodic monitoring"),  # preferred over the footprint line printed beside it
+    (DELTA_ONLY, 55.4961, "footprint delta from the tool's start"),
+    (OLD, 57.0, "peak footprint"),
+    (NO_MEMORY, None, None),
+], ids=["periodic", "new footprint", "old peak footprint", "none printed"])
+def test_benchmark_model_peak_memory(text, peak, source):
+    parsed = parse_benchmark_output(text)
+    assert (parsed["peak_rss_mb"], parsed["peak_rss_from"]) == (peak, source)
+
+
+def test_an_adb_row_without_memory_says_null_never_zero(tmp_path):
+    """A phone whose benchmark_model printed no memory line has an unmeasured peak: JSON null, which a
+    max_peak_rss_mb budget must report as not measured (0.0 would pass any budget)."""
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"model")
+    host = {"accuracy": 0.75, "n_eval": 4, "correct_bits": "e0", "runtime": "ai_edge_litert", "runtime_version": "2"}
+    target = ADBTarget("pixel", "bm")
+    row = target._result(model, [parse_benchmark_output(NO_MEMORY)] * 2, 1, True, host)
+    assert row["peak_rss_mb"] is None and '"peak_rss_mb": null' in json.dumps(row)
+    assert row["model_rss_mb"] is None and row["rss_increase_mb"] is None and row["process_peak_rss_mb"] == [None, None]
+    assert row["correct_bits"] == "e0" and row["accuracy"] == 0.75 and row["accuracy_on"] == "host"
+    mixed = target._result(model, [parse_benchmark_output(t) for t in (NO_MEMORY, OLD, NEW)], 1, True, host)
+    assert mixed["peak_rss_mb"] == 61.25 and mixed["process_peak_rss_mb"] == [None, 57.0, 61.25]
+
+
 def test_adb_devices_states():
     text = "List of devices attached\nemulator-5554\tdevice\nR58M1234\tunauthorized\n0123\toffline\n\n"
     assert parse_devices(text) == {"emulator-5554": "device", "R58M1234": "unauthorized", "0123": "offline"}
@@ -210,6 +242,8 @@ def test_adb_environment_problems_exit_3(tmp_path, case, needle):
 
 
 def test_edgekd_bench_on_a_target_that_cannot_run_exits_3(bench_copy, tmp_path, capsys):
+    if shutil.which("adb") is None:  # without adb the target stops at "no adb client", before the binary
+        pytest.skip("needs adb (Debian package adb, installed by .ci/run)")
     from edgekd.pipeline.cli import main
 
     (tmp_path / "t.toml").write_text(f'[targets.pixel]\nkind = "adb"\nbenchmark_binary = "{tmp_path}/none"\n')
@@ -242,8 +276,11 @@ def test_a_throttled_board_is_marked(tmp_path, monkeypatch):
     assert not thermal_summary(cool, cool)["throttled"]
 
 
-def _row(artifact, target, p50, acc, spread=0.02):
-    return {"artifact": artifact, "target": target, "accuracy": acc, "threads": 1,
+def _row(artifact, target, p50, acc, spread=0.02, n=1000):
+    """A row whose file gets the first acc * n samples right (so two rows differ only where one is right)."""
+    correct = np.arange(n) < round(acc * n)
+    return {"artifact": artifact, "target": target, "accuracy": acc, "threads": 1, "n_eval": n,
+            "correct_bits": np.packbits(correct).tobytes().hex(),
             "latency_ms": {"p50": p50, "p50_ci95": [p50 * (1 - spread), p50 * (1 + spread)]}}
 
 
@@ -261,3 +298,140 @@ def test_the_file_to_ship_comes_from_each_targets_own_numbers():
     assert rec["pi4"]["ship"] == "export/student.int8.tflite"  # and faster on the Pi
     assert any(e["artifact"] == "export/teacher.int8.tflite" and "-3.00 pts" in e["why"] for e in rec["pi4"]["excluded"])
     assert recommend(report, 0.01, {("pi4", "export/student.int8.tflite")})["pi4"]["ship"] == "export/student.tflite"
+
+
+# -- ssh config, failures of any kind, time limits
+
+def test_ssh_passes_a_port_only_when_the_targets_file_sets_one():
+    assert "-p" not in SSHTarget("pi", "pi.example", None).args()
+    assert SSHTarget("pi", "pi.example", 2222).args()[:2] == ["-p", "2222"]
+
+
+def _alias_config(ssh_host, folder: Path, extra: str = "") -> Path:
+    """An ssh config file with a Host alias for the test sshd: HostName, Port, User, key and known_hosts."""
+    opts = dict(zip(ssh_host.options[::2], ssh_host.options[1::2]))
+    known = next(v for k, v in zip(ssh_host.options[::2], ssh_host.options[1::2]) if v.startswith("UserKnownHostsFile="))
+    config = folder / "ssh_config"
+    config.write_text(f"Host edgekd-pi\n  HostName {ssh_host.address}\n  Port {ssh_host.port}\n"
+                      f"  User {ssh_host.host.split('@')[0]}\n  IdentityFile {opts['-i']}\n  IdentitiesOnly yes\n"
+                      f"  {known.replace('=', ' ', 1)}\n  BatchMode yes\n{extra}")
+    return config
+
+
+def test_ssh_honours_a_config_host_alias_with_its_port(bench_run, ssh_host, tmp_path):
+    """`Host edgekd-pi` with `Port <sshd's port>` in the config: reached and measured without a port in
+    the targets file (before, `-p 22` overrode the config: "connect to host ... port 22: refused")."""
+    config = _alias_config(ssh_host, tmp_path)
+    target = SSHTarget("pi", "edgekd-pi", None, sys.executable, QUICK, ("-F", str(config)))
+    assert target.shares_cpu, "the alias resolves (through ssh -G) to 127.0.0.1: this machine's CPU"
+    target.prepare()
+    try:
+        doc = target.run(_files(bench_run)[:1], bench_run / "data" / "eval.npz")
+    finally:
+        target.cleanup()
+    assert [r["artifact"] for r in doc["results"]] == ["export/student.int8.tflite"]
+    assert doc["results"][0]["accuracy"] == _local_accuracy(bench_run)["export/student.int8.tflite"]
+    wrong = SSHTarget("pi", "edgekd-pi", 1, sys.executable, QUICK, ("-F", str(config)))  # a set port wins
+    with pytest.raises(AgentError) as err:
+        wrong.prepare()
+    assert err.value.exit_code == 3 and "port 1" in str(err.value) and "`ssh -p 1 edgekd-pi true`" in str(err.value)
+
+
+def test_ssh_honours_proxyjump(ssh_host, tmp_path):
+    """A target behind a jump host (here the same sshd, as its own alias): reached, and not taken for
+    this machine, because the name is resolved on the far side of the jump."""
+    config = _alias_config(ssh_host, tmp_path)
+    text = config.read_text()
+    config.write_text(text + text.replace("Host edgekd-pi", "Host edgekd-jump") +
+                      text.replace("Host edgekd-pi", "Host edgekd-behind") + "  ProxyJump edgekd-jump\n")
+    target = SSHTarget("behind", "edgekd-behind", None, sys.executable, QUICK, ("-F", str(config)))
+    assert not target.shares_cpu
+    target.prepare()
+    try:
+        assert target._ssh("echo $((6 * 7))").strip() == "42"
+    finally:
+        target.cleanup()
+
+
+class _Fake:
+    """A target whose run fails in a given way (or succeeds)."""
+
+    kind, shares_cpu = "fake", False
+
+    def __init__(self, name, error=None, options=BenchOptions()):
+        self.name, self.error, self.options, self.runs, self.cleaned = name, error, options, 0, 0
+
+    def prepare(self):
+        pass
+
+    def run(self, files, eval_path, extra_jobs=(), progress=None):
+        self.runs += 1
+        if self.error:
+            raise self.error
+        return {"schema": "edgekd.bench/1", "target": self.name, "results": [], "skipped": []}
+
+    def cleanup(self):
+        self.cleaned += 1
+
+
+def test_a_failure_of_any_kind_is_that_targets_failed_row_and_never_the_fleets(tmp_path):
+    polluted = None
+    try:
+        json.loads("Welcome to Raspberry Pi OS!\n{\"results\": []}")
+    except json.JSONDecodeError as exc:
+        polluted = exc
+    targets = [_Fake("json", polluted), _Fake("index", IndexError("list index out of range")),
+               _Fake("bug", KeyError("latency_ms")), _Fake("good")]
+    outcomes = {o.target: o for o in measure_fleet(targets, [], tmp_path / "eval.npz")}
+    assert outcomes["good"].status == "ok"
+    assert outcomes["json"].status == "failed" and outcomes["json"].error.startswith("target json: JSONDecodeError: ")
+    assert outcomes["index"].error == "target index: IndexError: list index out of range"
+    assert outcomes["bug"].error == "target bug: KeyError: 'latency_ms'"
+    assert all(t.cleaned == t.runs == 1 for t in targets)  # cleaned up, and not retried: it would fail alike
+
+
+def test_ssh_reads_answers_through_a_chatty_login_shell(tmp_path):
+    """A login script that prints (a banner, a motd) around the probe's and the agent's JSON."""
+    target = SSHTarget("pi", "pi.example", None)
+    answers = iter(['Welcome to Raspberry Pi OS!\n{"python": "3.11.2", "numpy": "1.24.2", "tflite": "tflite_runtime", '
+                    '"onnx": null}\n', "/tmp/edgekd-abcdefgh\n"])
+    target.call = lambda cmd, stdin=None, timeout=None, deadline=None: subprocess.CompletedProcess(cmd, 0, next(answers), "")
+    target.prepare()
+    assert target.remote_dir == "/tmp/edgekd-abcdefgh"
+    target.remote_dir = None
+    target.call = lambda cmd, stdin=None, timeout=None, deadline=None: subprocess.CompletedProcess(cmd, 0, "motd {x}\n", "")
+    with pytest.raises(AgentError) as err:
+        target.prepare()
+    assert err.value.exit_code == 1 and "is not a JSON object (it starts with 'motd {x}')" in str(err.value)
+    # the agent's result file as `cat` returns it through such a shell: indented JSON between chatter
+    doc = {"schema": "edgekd.bench/1", "results": [{"latency_ms": {"p50": 1.5}}], "skipped": []}
+    chatty = f"Last login: today {{tty}}\n{json.dumps(doc, indent=2)}\nhave a {{nice}} day\n"
+    assert json_document(chatty, "result") == doc
+
+
+def test_timeout_s_limits_the_whole_measurement_not_each_call(tmp_path):
+    """A command that never answers, timeout_s = 2: failed after about 2 s in all, with no retry (the
+    limit covers the retry too); before, each call had its own 2 s and the retry another 2 s."""
+    target = CommandTarget("stuck", ("sh", "-c", "sleep 30"), BenchOptions((1,), 1, Timing(), timeout_s=2.0),
+                           shares_cpu=False)
+    (tmp_path / "eval.npz").write_bytes(b"staged, never read")
+    began = time.monotonic()
+    (outcome,) = measure_fleet([target], [], tmp_path / "eval.npz")
+    elapsed = time.monotonic() - began
+    assert outcome.status == "failed" and outcome.attempts == 1 and 1.9 < elapsed < 3.5
+    assert outcome.error == ("target stuck: over the time limit: timeout_s = 2 s covers the whole measurement of a "
+                             "target (every process and the retry); raise timeout_s in the targets file")
+
+
+def test_timeout_s_limits_all_of_a_local_targets_processes_together(tmp_path):
+    """5 worker processes of about 1.5 s each under timeout_s = 3: stopped after about 3 s, although each
+    process alone is well within it."""
+    from tests.bench.test_agent import _dense_tflite
+
+    _dense_tflite(tmp_path / "m.tflite", 64, 10)
+    np.savez(tmp_path / "eval.npz", x=np.zeros((8, 1, 8, 8), np.float32), y=np.zeros(8, np.int64))
+    target = LocalTarget("local", BenchOptions((1,), 5, Timing(1, 5, 0.5), timeout_s=3.0))
+    began = time.monotonic()
+    (outcome,) = measure_fleet([target], [tmp_path / "m.tflite"], tmp_path / "eval.npz")
+    assert outcome.status == "failed" and "timeout_s = 3 s" in outcome.error and outcome.attempts == 1
+    assert time.monotonic() - began < 3 + 1.5
