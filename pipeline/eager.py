@@ -13,7 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from edgekd.bench.agent import AgentError, Timing, board_state, die_with_parent, load_eval, peak_rss_mb, sha256_file, status_mb, time_runs
+from edgekd.bench.agent import (AgentError, Timing, accuracy_fields, board_state, die_with_parent, load_eval, peak_rss_mb,
+                                sha256_file, time_runs)
 from edgekd.errors import EdgekdError
 
 
@@ -23,8 +24,10 @@ def worker_command(ckpt: Path, eval_path: Path, threads: int, timing: Timing) ->
 
 
 def eager_worker(ckpt: Path, eval_path: Path, threads: int, timing: Timing, with_accuracy: bool) -> dict:
+    """One worker record like the agent's: `runtime_rss_mb` is this process's peak once torch is imported,
+    the eval set loaded and a throw-away layer run (what any PyTorch model pays), `peak_rss_mb` its
+    peak after loading and timing the checkpoint."""
     started = time.time()
-    rss_before = status_mb("VmRSS") or peak_rss_mb()
     import torch
 
     from edgekd.pipeline.training.checkpoint import load_checkpoint
@@ -32,6 +35,9 @@ def eager_worker(ckpt: Path, eval_path: Path, threads: int, timing: Timing, with
     torch.set_num_threads(threads)
     sha = sha256_file(ckpt)
     x, y = load_eval(eval_path)
+    with torch.inference_mode():
+        torch.nn.Linear(4, 4)(torch.ones(1, 4))  # the no-op run: torch's allocator and thread pool up
+    baseline = peak_rss_mb()
     start = time.perf_counter()
     model, _ = load_checkpoint(ckpt)
     init_ms = (time.perf_counter() - start) * 1e3
@@ -43,11 +49,11 @@ def eager_worker(ckpt: Path, eval_path: Path, threads: int, timing: Timing, with
         peak = peak_rss_mb()
         record = {"artifact": ckpt.name, "sha256": sha, "runtime": "torch", "runtime_version": torch.__version__,
                   "threads": threads, "init_ms": init_ms, "first_ms": first_ms, "peak_rss_mb": peak,
-                  "rss_increase_mb": peak - rss_before, "samples_ms": samples, "board_before": before,
-                  "board_after": after}
+                  "runtime_rss_mb": baseline, "runtime_rss_from": "torch imported, eval set loaded, a layer run",
+                  "samples_ms": samples, "board_before": before, "board_after": after}
         if with_accuracy:
             pred = torch.cat([model(torch.from_numpy(x[i:i + 256])) for i in range(0, len(x), 256)]).argmax(1).numpy()
-            record.update(accuracy=float((pred == y).mean()), n_eval=int(len(y)))
+            record.update(accuracy_fields(pred, y))
     return {**record, "started_at": started, "ended_at": time.time()}
 
 
