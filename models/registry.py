@@ -5,9 +5,12 @@ of shape `(N, *in_shape)` to logits of shape `(N, num_classes)`.
 """
 from __future__ import annotations
 
+import errno
 import importlib
 import inspect
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -50,13 +53,17 @@ def _load_file(path_text: str):
     """A user model given as a file, 'path/to/file.py:ClassName': imported under a name of its own."""
     import hashlib
     import importlib.util
-    import sys
-    from pathlib import Path
 
     path = Path(path_text).expanduser().resolve()
-    if not path.is_file():
-        raise ModelError(f"user model file {path_text!r} not found")
-    name = f"edgekd_user_{path.stem}_{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
+    try:
+        source = path.read_bytes()
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise ModelError(f"user model file {_short(path_text)!r} not found") from None
+        raise ModelError(f"user model file {_short(path_text)!r}: cannot read it ({exc.strerror or exc})") from None
+    # named by path and contents: a file edited since it was first imported is imported afresh
+    digest = hashlib.sha256(str(path).encode() + b"\0" + source).hexdigest()
+    name = f"edgekd_user_{path.stem}_{digest[:12]}"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
@@ -65,8 +72,66 @@ def _load_file(path_text: str):
             spec.loader.exec_module(module)
         except Exception as exc:
             del sys.modules[name]
-            raise ModelError(f"user model file {path_text!r} fails to import: {type(exc).__name__}: {exc}") from exc
+            raise ModelError(f"user model file {_short(path_text)!r} fails to import: {type(exc).__name__}: {exc}") from exc
     return sys.modules[name]
+
+
+def _short(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def _is_local(file: str | None) -> bool:
+    """Whether `file` is a user's own source: a .py file outside site-packages, the standard library
+    and edgekd itself (those are pinned by their versions, not by the run)."""
+    import sysconfig
+
+    if not file or not file.endswith(".py"):
+        return False
+    path = Path(file).resolve()
+    if {"site-packages", "dist-packages"} & set(path.parts):
+        return False
+    own = Path(__file__).resolve().parents[1]  # the folder that holds models/, pipeline/, export/, bench/
+    roots = {Path(p).resolve() for k, p in sysconfig.get_paths().items() if k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    roots |= {own / d for d in ("models", "pipeline", "export", "bench", "edgekd")}
+    return not any(path.is_relative_to(root) for root in roots)
+
+
+def source_files(arch: str) -> tuple[str, ...]:
+    """The user's own source files that define `arch` ('file.py:Class' or 'package.module:Class' when
+    that module is a local file): its module, and every local module it uses through its globals
+    (imported helpers, base classes), transitively. Empty for built-in architectures and for classes
+    from installed packages. Their sha256 are inputs of every stage that builds the model, so editing
+    the class re-runs those stages."""
+    import types
+
+    if ":" not in arch:
+        return ()
+    try:
+        target = _resolve(arch)
+    except ModelError:  # reported where the model is built; a file that is there is still hashed
+        module_name = arch.partition(":")[0]
+        try:
+            return (str(Path(module_name).resolve()),) if module_name.endswith(".py") and Path(module_name).is_file() else ()
+        except OSError:
+            return ()
+    found: dict[str, None] = {}
+    todo = [sys.modules.get(getattr(target, "__module__", "") or "")]
+    seen: set[int] = set()
+    while todo:
+        module = todo.pop()
+        if not isinstance(module, types.ModuleType) or id(module) in seen:
+            continue
+        seen.add(id(module))
+        file = getattr(module, "__file__", None)
+        if not _is_local(file):
+            continue
+        found[str(Path(file).resolve())] = None
+        for value in list(vars(module).values()):
+            if isinstance(value, types.ModuleType):
+                todo.append(value)
+            elif isinstance(value, (type, types.FunctionType)):
+                todo.append(sys.modules.get(getattr(value, "__module__", "") or ""))
+    return tuple(sorted(found))
 
 
 def options_hint(arch: str) -> str:

@@ -7,7 +7,8 @@ never train never import torch). `reads_config` is the part of the config the st
 depends on: its hash decides whether the stage is fresh. `needs` names the stages whose outputs it
 reads: their recorded output hashes are its input hashes, and `--force` propagates along them.
 `shared` stages write files every student variant of the run uses (the teacher, the calibration set).
-`reads_files` names files outside the run (a teacher trained elsewhere): their sha256 are inputs too.
+`reads_files` names files outside the run (a teacher trained elsewhere, the source files of a user's
+model class): their sha256 are inputs too, so editing a user model re-runs every stage that builds it.
 """
 from __future__ import annotations
 
@@ -28,6 +29,21 @@ def _training(cfg: PipelineConfig) -> dict:
 def _transfer(cfg: PipelineConfig) -> dict:
     return {"transfer_copies": cfg.distill.transfer_copies, "transfer_jitter": cfg.distill.transfer_jitter,
             "transfer": dataclasses.asdict(cfg.distill.transfer)}
+
+
+def _sources(cfg: PipelineConfig, *roles: str) -> tuple[str, ...]:
+    """The user's source files behind the architectures of `roles` (teacher, baseline, student):
+    'file.py:Class', or 'package.module:Class' in a local file (models.registry.source_files)."""
+    archs = {cfg.teacher.arch if role == "teacher" else cfg.student.arch for role in roles}
+    if not any(":" in arch for arch in archs):
+        return ()  # built-in architectures only (and no torch import for commands that never build a model)
+    from edgekd.models.registry import source_files
+
+    return tuple(sorted({f for arch in archs for f in source_files(arch)}))
+
+
+def _teacher_files(cfg: PipelineConfig) -> tuple[str, ...]:
+    return ((cfg.teacher.checkpoint,) if cfg.teacher.checkpoint else ()) + _sources(cfg, "teacher")
 
 
 def _export(cfg: PipelineConfig) -> dict:
@@ -51,17 +67,18 @@ class Stage:
 
 STAGES: tuple[Stage, ...] = (
     Stage("teacher", "teacher:train_teacher", lambda c: {**_training(c), **c.section("teacher")},
-          lambda c: (), shared=True, reads_files=lambda c: (c.teacher.checkpoint,) if c.teacher.checkpoint else ()),
+          lambda c: (), shared=True, reads_files=_teacher_files),
     Stage("baseline", "baseline:train_baseline", lambda c: {**_training(c), **c.section("student"), **_transfer(c)},
-          lambda c: ()),
+          lambda c: (), reads_files=lambda c: _sources(c, "baseline")),
     Stage("student", "student:train_student", lambda c: {**_training(c), **c.section("student", "distill")},
-          lambda c: ("teacher",)),
+          lambda c: ("teacher",), reads_files=lambda c: _sources(c, "student", "teacher")),
     Stage("quantize", "quantize:select_calibration",
           lambda c: {"seed": c.run.seed, "calibration_samples": c.export.calibration_samples}, lambda c: (), shared=True),
-    Stage("export", "export:export_models", _export, lambda c: (*c.export.models, "quantize")),
+    Stage("export", "export:export_models", _export, lambda c: (*c.export.models, "quantize"),
+          reads_files=lambda c: _sources(c, *c.export.models)),
     Stage("bench", "bench:bench_stage",
           lambda c: {**c.section("bench"), "targets": {t: c.targets.get(t) for t in c.bench.targets}},
-          lambda c: ("export", *c.bench.eager)),
+          lambda c: ("export", *c.bench.eager), reads_files=lambda c: _sources(c, *c.bench.eager)),
     Stage("report", "report:report_stage", lambda c: {}, lambda c: ("export", "bench")),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
