@@ -14,14 +14,27 @@ import datetime as dt
 import io
 import logging
 import os
+import signal
+import threading
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as torch_dist
 
+from edgekd.errors import CheckFailed
+
 log = logging.getLogger(__name__)
 
 TRAINING_STAGES = ("teacher", "baseline", "student")
+
+
+class Stopped(CheckFailed):
+    """torchrun stopped this process (SIGTERM), because another training process failed or the job was cancelled."""
+
+
+def _stopped(signum, frame) -> None:
+    raise Stopped("this training process was stopped (SIGTERM: another training process failed, or the job was "
+                  "cancelled); finished stages and epochs are kept: run the same command to resume")
 
 
 def launched_by_torchrun() -> bool:
@@ -49,6 +62,10 @@ class Distributed:
         # export and bench run on rank 0 alone meanwhile: the followers' next broadcast may wait that long
         torch_dist.init_process_group("nccl" if use_cuda else "gloo", timeout=dt.timedelta(hours=4))
         device = torch.device(f"cuda:{local}") if use_cuda else torch.device("cpu")
+        if threading.current_thread() is threading.main_thread():
+            # torchrun ends the other processes with SIGTERM when one fails: end as a failure the manifest
+            # records ("failed", with why), not as a process that vanished mid-stage ("running")
+            signal.signal(signal.SIGTERM, _stopped)
         return cls(torch_dist.get_rank(), torch_dist.get_world_size(), local, device)
 
     def broadcast(self, obj=None):

@@ -20,14 +20,34 @@ NOT_CONVERTIBLE = {  # teacher file format -> why the converters cannot take it,
 }
 
 
+def _samples(data: Dataset) -> torch.Tensor:
+    """A few real inputs (not zeros): what a model must give finite outputs for before it is trained."""
+    return torch.from_numpy(data.x_val[:8] if len(data.x_val) >= 2 else data.x_train[:8])
+
+
+def _non_finite(key: str, out: torch.Tensor) -> list[str]:
+    bad = ~torch.isfinite(out.detach()).reshape(len(out), -1).all(1)
+    if not bad.any():
+        return []
+    return [f"{key}: the model's outputs are NaN or infinite on {int(bad.sum())} of {len(out)} real input samples, "
+            "before any training; training it would learn nothing. Fix its forward() (a division by zero, the log "
+            "or sqrt of a negative number, an uninitialised tensor) or its weights so that it returns finite logits"]
+
+
 def _check_model(role: str, cfg: PipelineConfig, data: Dataset) -> list[str]:
     model = getattr(cfg, role)
     try:
-        build_model(ModelSpec(model.arch, data.in_shape, data.num_classes, dict(model.kwargs)))
+        net = build_model(ModelSpec(model.arch, data.in_shape, data.num_classes, dict(model.kwargs)))
     except ModelError as exc:
         hint = options_hint(model.arch)
         return [f"{role}.arch / {role}.kwargs: {exc}" + (f"; {hint}" if hint else "")]
-    return []
+    try:
+        with torch.no_grad():
+            out = net(_samples(data))
+    except Exception as exc:  # the user's own model code raised
+        return [f"{role}.arch = {model.arch!r}: fails on real inputs of shape {[len(_samples(data)), *data.in_shape]} "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"]
+    return _non_finite(f"{role}.arch = {model.arch!r}", out)
 
 
 def _check_teacher_file(cfg: PipelineConfig, data: Dataset, exports: bool) -> list[str]:
@@ -35,7 +55,7 @@ def _check_teacher_file(cfg: PipelineConfig, data: Dataset, exports: bool) -> li
     try:
         model, kind, _ = read_teacher(path, ModelSpec(t.arch, data.in_shape, data.num_classes, dict(t.kwargs)))
         with torch.no_grad():
-            out = model(torch.from_numpy(data.x_val[:2] if len(data.x_val) >= 2 else data.x_train[:2]))
+            out = model(_samples(data)[:2])
     except (DataError, ModelError) as exc:
         return [f"teacher.checkpoint: {exc}"]
     except Exception as exc:  # the user's own model code raised
@@ -45,6 +65,8 @@ def _check_teacher_file(cfg: PipelineConfig, data: Dataset, exports: bool) -> li
     if tuple(out.shape) != (2, data.num_classes):
         problems.append(f"teacher.checkpoint = {str(path)!r} outputs shape {list(out.shape[1:])} per sample; the "
                         f"dataset has {data.num_classes} classes")
+    else:
+        problems += _non_finite(f"teacher.checkpoint = {str(path)!r}", out)
     exports_teacher = exports and "teacher" in cfg.export.models
     if kind in NOT_CONVERTIBLE and exports_teacher:
         why, fix = NOT_CONVERTIBLE[kind]

@@ -18,7 +18,7 @@ from edgekd.pipeline.data import Dataset
 from edgekd.pipeline.layout import RunLayout
 from edgekd.pipeline.progress import SilentProgress, TrainProgress
 from edgekd.pipeline.training.checkpoint import load_checkpoint, save_checkpoint
-from edgekd.pipeline.training.fit import FitResult, Resume, accuracy, fit, jitter
+from edgekd.pipeline.training.fit import FitResult, NonFiniteTraining, Resume, fit, jitter, predict
 from edgekd.pipeline.training.losses import Loss
 
 log = logging.getLogger(__name__)
@@ -109,8 +109,13 @@ def new_model(ctx: StageContext, model_cfg: ModelConfig) -> tuple[nn.Module, Mod
 def evaluate(ctx: StageContext, model: nn.Module, spec: ModelSpec) -> dict:
     """The facts every trained (or brought) model records: size, cost, test accuracy."""
     x_test, y_test = ctx.tensors("test")
+    logits = predict(model.to(ctx.device), x_test)
+    if not bool(torch.isfinite(logits).all()):
+        raise NonFiniteTraining(f"{spec.arch!r}: its outputs on the test split are NaN or infinite; nothing was "
+                                "written for this model. Check its forward() on a batch of real inputs")
+    acc = (logits.argmax(1) == y_test).float().mean().item()
     return {"arch": spec.arch, "kwargs": spec.kwargs, "params": count_params(model),
-            "macs": count_macs(model.cpu(), spec.in_shape), "accuracy": accuracy(model.to(ctx.device), x_test, y_test),
+            "macs": count_macs(model.cpu(), spec.in_shape), "accuracy": acc,
             "n_test": len(y_test), "device": str(ctx.device)}
 
 
@@ -122,8 +127,12 @@ def train_and_save(ctx: StageContext, name: str, model_cfg: ModelConfig, x: Tens
     x_val, y_val = ctx.tensors("val")
     resume = Resume(ctx.layout.resume_file(name), ctx.resume_key)
     start = time.perf_counter()
-    result: FitResult = fit(model, x, y, loss, x_val, y_val, model_cfg.train, training_seed(ctx, model_cfg),
-                            ctx.progress(name), resume, ctx.dist, ctx.cfg.run.amp)
+    try:
+        result: FitResult = fit(model, x, y, loss, x_val, y_val, model_cfg.train, training_seed(ctx, model_cfg),
+                                ctx.progress(name), resume, ctx.dist, ctx.cfg.run.amp)
+    except NonFiniteTraining as exc:
+        role = "teacher" if name == "teacher" else "student"
+        raise NonFiniteTraining(f"{name} ({role}.arch = {model_cfg.arch!r}): {exc}") from None
     train_seconds = time.perf_counter() - start
     if not ctx.leader:
         return StageResult([])  # a follower trained its share; rank 0 evaluates and writes

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from edgekd.errors import MissingDependency
+from edgekd.errors import CheckFailed, MissingDependency
 from edgekd.fileio import write_bytes
 from edgekd.pipeline.config import TrainConfig
 from edgekd.pipeline.progress import SilentProgress, TrainProgress
@@ -95,14 +95,45 @@ def _optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Opti
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def _save_state(resume: Resume, epoch: int, modules: list[nn.Module], opt, sched, gen: torch.Generator,
+class NonFiniteTraining(CheckFailed):
+    """The loss or the logits became NaN or infinite: the trained weights would be meaningless."""
+
+
+def _rng_states(gen: torch.Generator, dist) -> list[dict]:
+    """Every process's random state, by rank: its jitter generator and torch's global generator.
+    Under DDP each rank's differ (each jitters its own shard), so all are gathered to rank 0, which
+    alone writes them; a resumed rank restores its own."""
+    mine = {"generator": gen.get_state(), "torch_rng": torch.get_rng_state()}
+    return dist.gather(mine) if dist is not None else [mine]
+
+
+def _save_state(resume: Resume, epoch: int, modules: list[nn.Module], opt, sched, rngs: list[dict],
                 best_state: dict, result: FitResult) -> None:
     buf = io.BytesIO()
     torch.save({"key": resume.key, "epoch": epoch, "modules": [m.state_dict() for m in modules],
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched else None,
-                "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "best_state": best_state,
-                "result": asdict(result)}, buf)
+                "ranks": rngs, "best_state": best_state, "result": asdict(result)}, buf)
     write_bytes(resume.path, buf.getvalue())
+
+
+def _restore_rngs(saved: dict, gen: torch.Generator, dist) -> None:
+    """This rank's own random state from a resume state (one written before per-rank states: rank 0's)."""
+    ranks = saved.get("ranks") or [{"generator": saved["generator"], "torch_rng": saved["torch_rng"]}]
+    rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
+    if len(ranks) != world and rank == 0:
+        log.warning("the resume state was saved by %d training process(es), and %d resume it: training continues, "
+                    "but not bit-identically to an uninterrupted run", len(ranks), world)
+    if rank < len(ranks):
+        gen.set_state(ranks[rank]["generator"])
+        torch.set_rng_state(ranks[rank]["torch_rng"])
+
+
+def _non_finite(what: str, epoch: int) -> NonFiniteTraining:
+    return NonFiniteTraining(
+        f"the {what} became NaN or infinite in epoch {epoch}; nothing was written for this model. A model "
+        "whose outputs are NaN or infinite cannot be trained: check its forward() (a division by zero, the log "
+        "or sqrt of a negative number, an uninitialised tensor) on a batch of real inputs; if it diverged "
+        "instead, lower train.lr")
 
 
 def _load_state(resume: Resume | None) -> dict | None:
@@ -182,8 +213,7 @@ def fit(model: nn.Module, x: Tensor, y: Tensor, loss: Loss, x_val: Tensor, y_val
         opt.load_state_dict(saved["optimizer"])
         if sched:
             sched.load_state_dict(saved["scheduler"])
-        gen.set_state(saved["generator"])
-        torch.set_rng_state(saved["torch_rng"])
+        _restore_rngs(saved, gen, dist)
         best_state, result = saved["best_state"], FitResult(**saved["result"])
         result.resumed_from = saved["epoch"]
         log.info("resuming at epoch %d of %d (state saved after epoch %d)", saved["epoch"] + 1, cfg.epochs,
@@ -216,9 +246,23 @@ def fit(model: nn.Module, x: Tensor, y: Tensor, loss: Loss, x_val: Tensor, y_val
                 correct += (logits.detach().argmax(1) == y[idx]).sum()
                 progress.advance(len(idx), value.item() if step % 20 == 0 else None)
             seconds = time.perf_counter() - start
-            val_acc = (accuracy(model, x_val, y_val) if len(y_val) else float("nan")) if leader else None
+            finite = bool(torch.isfinite(loss_sum))
+            if dist is not None:
+                finite = all(dist.gather(finite))  # every rank stops together
+            if not finite:
+                raise _non_finite("training loss", epoch)
+            val_acc = None
+            if leader:
+                if len(y_val):
+                    logits = predict(model, x_val)
+                    val_finite = bool(torch.isfinite(logits).all())
+                    val_acc = (logits.argmax(1) == y_val).float().mean().item() if val_finite else "non-finite"
+                else:
+                    val_acc = float("nan")
             if dist is not None:
                 val_acc = dist.broadcast(val_acc)  # one decision for every rank
+            if val_acc == "non-finite":
+                raise _non_finite("model's outputs on the validation split", epoch)
             stats = {"epoch": epoch, "loss": loss_sum.item() / len(order), "train_accuracy": correct.item() / len(order),
                      "val_accuracy": val_acc, "seconds": seconds, "samples_per_s": len(x) / seconds}
             result.history.append(stats)
@@ -233,8 +277,10 @@ def fit(model: nn.Module, x: Tensor, y: Tensor, loss: Loss, x_val: Tensor, y_val
             elif cfg.patience and epoch - result.best_epoch >= cfg.patience:
                 log.info("early stop at epoch %d: val accuracy has not improved for %d epochs", epoch, cfg.patience)
                 stop = True
-            if resume and leader:
-                _save_state(resume, epoch, modules, opt, sched, gen, best_state, result)
+            if resume:
+                rngs = _rng_states(gen, dist)  # a collective under DDP: every rank takes part
+                if leader:
+                    _save_state(resume, epoch, modules, opt, sched, rngs, best_state, result)
             if stop:
                 break
     finally:
