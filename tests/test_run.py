@@ -113,33 +113,48 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == [target]
 
 
+def _saved_epoch(resume: Path) -> int:
+    try:
+        return int(torch.load(resume, weights_only=True)["epoch"])
+    except Exception:  # not written yet (files are renamed into place, so never read half-written)
+        return 0
+
+
 def test_kill_during_run_then_resume(tmp_path):
+    """kill -9 inside the baseline's training; the same command resumes it at the saved epoch (not from the
+    start) and ends with the files an uninterrupted run writes, byte for byte."""
+    settings = ["teacher.train.epochs=3", "student.train.epochs=40", "run.device=cpu", f"run.seed={SEED}"]
+
+    def command(out: Path) -> list[str]:
+        return [sys.executable, "-m", "edgekd.pipeline.cli", "run", str(DIGITS), "--out", str(out), "--until",
+                "baseline", *[a for s in settings for a in ("--set", s)]]
+    whole = subprocess.run(command(tmp_path / "whole"), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr[-3000:]
     run_dir = tmp_path / "r"
-    cmd = [sys.executable, "-m", "edgekd.pipeline.cli", "-q", "run", str(DIGITS), "--out", str(run_dir), "--until", "student",
-           "--set", "teacher.train.epochs=3", "--set", "student.train.epochs=200", "--set", "run.device=cpu"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(command(run_dir), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    resume = run_dir / ".resume" / "baseline.pt"
     deadline = time.time() + 120
-    stage = None
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            stage = json.loads((run_dir / "manifest.json").read_text())["stages"].get("baseline", {}).get("status")
-        except (FileNotFoundError, json.JSONDecodeError):
-            stage = None
-        if stage == "running":
-            break
-        time.sleep(0.05)
-    assert stage == "running", proc.stderr.read().decode() if proc.poll() is not None else "baseline never started"
-    time.sleep(0.5)  # inside the baseline's training loop
+    while time.time() < deadline and proc.poll() is None and _saved_epoch(resume) < 2:
+        time.sleep(0.01)
+    assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     # nothing under a final name is truncated: every file parses
-    json.loads((run_dir / "manifest.json").read_text())
+    assert json.loads((run_dir / "manifest.json").read_text())["stages"]["baseline"]["status"] == "running"
     load_checkpoint(run_dir / "teacher.pt")
     assert not (run_dir / "baseline.pt").exists()
-    resumed = run_pipeline(load_config(DIGITS, ["teacher.train.epochs=3", "student.train.epochs=2", "run.device=cpu"]),
-                           run_dir, until="student")
-    assert resumed.skipped == ["teacher"] and resumed.ran == ["baseline", "student"]
+    saved = _saved_epoch(resume)
+    assert 2 <= saved < 40, saved
+    resumed = subprocess.run(command(run_dir), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = " ".join(resumed.stderr.split())
+    assert "stage teacher: up to date" in log and f"resuming at epoch {saved + 1} of 40" in log, log[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())["models"]
+    assert metrics["baseline"]["resumed_from_epoch"] == saved and metrics["baseline"]["epochs"] == 40
+    for name in ("teacher.pt", "baseline.pt"):
+        assert sha256_file(run_dir / name) == sha256_file(tmp_path / "whole" / name), name  # bit for bit
     assert not list(run_dir.glob(".*.tmp")), "stale temporary files are cleaned on resume"
+    assert not resume.exists()
 
 
 def test_the_quick_config_trains_to_its_floors(tmp_path):
