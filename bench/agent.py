@@ -851,7 +851,8 @@ def _extract(archive: zipfile.ZipFile, info: zipfile.ZipInfo, sha: str, into: Pa
                 digest.update(chunk)
                 dst.write(chunk)
     except (OSError, ValueError, EOFError, RuntimeError, zipfile.BadZipFile, zlib.error) as exc:
-        target.unlink(missing_ok=True) if target.is_file() else None
+        if target.is_file():  # a partial file never stays behind
+            target.unlink()
         return f"{info.filename}: cannot be unpacked ({exc})"
     if digest.hexdigest() != sha:
         target.unlink()

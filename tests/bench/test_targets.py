@@ -140,7 +140,7 @@ def _netns_host(folder: Path, index: int, start_sshd):
     import os
 
     if os.geteuid() != 0 or shutil.which("ip") is None:
-        raise PermissionError("needs root and iproute2")
+        raise PermissionError("needs root and the ip command: Debian iproute2")
     ns, link, net = f"edgekdt{index}", f"ekt{index}", f"10.232.{index}"
     subprocess.run(["ip", "netns", "del", ns], capture_output=True)
     subprocess.run(["ip", "link", "del", link + "a"], capture_output=True)
