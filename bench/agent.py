@@ -2,6 +2,7 @@
 
     python bench/agent.py MODEL... [--eval EVAL.npz] [--threads N] [--processes K] [-o RESULTS.json]
     python bench/agent.py BUNDLE.zip [-o RESULTS.json]        # every model in an `edgekd pack` bundle
+    ... [--max-bytes 512M]   # the most a bundle unpacks, and one model or eval set holds (refused: exit 2)
 
 Runs with Python >= 3.9, the standard library, numpy and one runtime: ai_edge_litert (or
 tflite_runtime) for .tflite, onnxruntime for .onnx. It is one self-contained file so that it can be
