@@ -13,8 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from edgekd.bench.agent import (AgentError, Timing, accuracy_fields, board_state, die_with_parent, load_eval, peak_rss_mb,
-                                sha256_file, time_runs)
+from edgekd.bench.agent import (AgentError, Samples, Timing, accuracy_fields, board_state, die_with_parent, load_eval,
+                                peak_rss_mb, sha256_file, time_into)
 from edgekd.errors import EdgekdError
 
 
@@ -35,6 +35,7 @@ def eager_worker(ckpt: Path, eval_path: Path, threads: int, timing: Timing, with
     torch.set_num_threads(threads)
     sha = sha256_file(ckpt)
     x, y = load_eval(eval_path)
+    samples = Samples()  # before the baseline: recording samples must not count as the model's memory
     with torch.inference_mode():
         torch.nn.Linear(4, 4)(torch.ones(1, 4))  # the no-op run: torch's allocator and thread pool up
     baseline = peak_rss_mb()
@@ -44,13 +45,13 @@ def eager_worker(ckpt: Path, eval_path: Path, threads: int, timing: Timing, with
     sample = torch.from_numpy(x[:1])
     with torch.inference_mode():
         before = board_state()
-        first_ms, samples = time_runs(lambda: model(sample), timing)
+        first_ms = time_into(lambda: model(sample), timing, samples)
         after = board_state()
         peak = peak_rss_mb()
         record = {"artifact": ckpt.name, "sha256": sha, "runtime": "torch", "runtime_version": torch.__version__,
                   "threads": threads, "init_ms": init_ms, "first_ms": first_ms, "peak_rss_mb": peak,
                   "runtime_rss_mb": baseline, "runtime_rss_from": "torch imported, eval set loaded, a layer run",
-                  "samples_ms": samples, "board_before": before, "board_after": after}
+                  "samples_ms": samples.values(), "board_before": before, "board_after": after}
         if with_accuracy:
             pred = torch.cat([model(torch.from_numpy(x[i:i + 256])) for i in range(0, len(x), 256)]).argmax(1).numpy()
             record.update(accuracy_fields(pred, y))

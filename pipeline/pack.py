@@ -33,7 +33,9 @@ def pack(layout: RunLayout, out: Path, formats: tuple[str, ...] = ()) -> list[st
     members += [(layout.sidecar(f), layout.rel(layout.sidecar(f))) for f in files if layout.sidecar(f).exists()]
     members += [(layout.eval_set, layout.manifest_rel(layout.eval_set)), (AGENT, "agent.py")]
     RunRecords(layout).verify()
-    listing = {"schema": "edgekd.bundle/1", "files": {name: sha256_file(path) for path, name in members}}
+    # the sizes let the agent refuse an oversized or swapped member before it decompresses a byte
+    listing = {"schema": "edgekd.bundle/1",
+               "files": {name: {"sha256": sha256_file(path), "size": path.stat().st_size} for path, name in members}}
     with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for path, name in members:
             archive.write(path, name)

@@ -76,6 +76,8 @@ def _check(name: str, t: TargetConfig) -> list[str]:
         p.append(f"{where}.threads = {list(t.threads)}: thread counts must be >= 1")
     if t.processes < 0 or t.timeout_s <= 0:
         p.append(f"{where}: processes must be >= 0 and timeout_s > 0")
+    if isinstance(t, SSHTargetConfig) and t.port is not None and not 1 <= t.port <= 65535:
+        p.append(f"{where}.port = {t.port}: a TCP port in 1..65535, or leave it out to use ~/.ssh/config's")
     if isinstance(t, SSHTargetConfig) and not t.host:
         p.append(f"{where}: kind 'ssh' needs host, e.g. host = \"pi@raspberrypi.local\"")
     if isinstance(t, ADBTargetConfig) and not t.benchmark_binary:
