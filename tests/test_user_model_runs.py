@@ -11,6 +11,7 @@ from edgekd.fileio import sha256_file
 from edgekd.pipeline.cli import main
 from edgekd.pipeline.config import load_config
 from edgekd.pipeline.run import run_pipeline
+from edgekd.pipeline.training.checkpoint import load_checkpoint
 from tests.helpers import ROOT, SEED
 
 DIGITS = ROOT / "configs" / "digits.toml"
@@ -49,6 +50,8 @@ def test_editing_a_user_model_file_reruns_the_stages_that_build_it(tmp_path, cap
     assert manifest["stages"]["student"]["input_hashes"][f"file:{source}"] == sha256_file(source)
     source.write_text(NET.replace("SCALE = 1.0", "SCALE = 0.5"))  # a constant used in forward(), no weight changes
     caplog.set_level(logging.INFO, logger="edgekd")
+    load_checkpoint(run_dir / "student.pt")  # rebuilt with the edited code: said, not silent
+    assert f"the source of its model '{source}:Net' has changed since it was saved ({source})" in caplog.text
     assert _ran(cfg, run_dir) == ["baseline", "student"]  # the teacher does not use the class
     assert f"stage baseline: running (input changed: file:{source})" in caplog.text
     assert sha256_file(run_dir / "student.pt") != before  # trained with the edited code

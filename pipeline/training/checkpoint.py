@@ -6,6 +6,7 @@ byte-identical checkpoints and everything downstream can be skipped on a re-run.
 from __future__ import annotations
 
 import io
+import logging
 import pickle
 from pathlib import Path
 
@@ -13,16 +14,35 @@ import torch
 from torch import nn
 
 from edgekd.errors import DataError, ModelError
-from edgekd.fileio import write_bytes
+from edgekd.fileio import sha256_file, write_bytes
 from edgekd.models import ModelSpec, build_model
 
+log = logging.getLogger(__name__)
+
 FORMAT = "edgekd.checkpoint/1"
+
+
+def _source_hashes(arch: str) -> dict[str, str]:
+    """sha256 of the user's source files behind `arch` (none for built-in architectures)."""
+    from edgekd.models.registry import source_files
+
+    out = {}
+    for file in source_files(arch):
+        try:
+            out[file] = sha256_file(Path(file))
+        except OSError:
+            out[file] = "missing"
+    return out
 
 
 def save_checkpoint(path: Path, model: nn.Module, spec: ModelSpec) -> None:
     buf = io.BytesIO()
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"format": FORMAT, "spec": spec.to_dict(), "state_dict": state}, buf)
+    blob = {"format": FORMAT, "spec": spec.to_dict(), "state_dict": state}
+    sources = _source_hashes(spec.arch)
+    if sources:  # a user model: the code its weights were trained with, checked when it is rebuilt
+        blob["sources"] = sources
+    torch.save(blob, buf)
     write_bytes(path, buf.getvalue())
 
 
@@ -47,6 +67,13 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, ModelSpec]:
         model.load_state_dict(blob["state_dict"])
     except (ModelError, RuntimeError) as exc:
         raise DataError(f"{path}: cannot rebuild its {spec.arch!r} model ({exc})") from exc
+    if isinstance(blob.get("sources"), dict):
+        now = _source_hashes(spec.arch)
+        changed = sorted(f for f in set(blob["sources"]) | set(now) if blob["sources"].get(f) != now.get(f))
+        if changed:
+            log.warning("%s: the source of its model %r has changed since it was saved (%s); it is rebuilt with the "
+                        "code as it is now. `edgekd run` re-trains the stages that use it", path, spec.arch,
+                        ", ".join(changed))
     return model.eval(), spec
 
 
