@@ -11,10 +11,12 @@ assumes one host: the followers never read rank 0's files.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import io
 import logging
 import os
 import signal
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -87,8 +89,17 @@ class Distributed:
                 p.grad /= self.world
 
     def close(self) -> None:
-        if torch_dist.is_initialized():
-            torch_dist.destroy_process_group()
+        if not torch_dist.is_initialized():
+            return
+        if sys.exc_info()[0] is None:  # a normal end, where every rank closes: leave together
+            # a DDP reducer or a finished gloo work still holding the group, freed only while the interpreter
+            # shuts down, can abort the process ("terminate called without an active exception")
+            gc.collect()
+            try:
+                torch_dist.barrier()
+            except RuntimeError:
+                pass  # another rank is gone already
+        torch_dist.destroy_process_group()
 
 
 def model_bytes(path) -> bytes:
