@@ -35,6 +35,8 @@ class Stopped(CheckFailed):
 
 
 def _stopped(signum, frame) -> None:
+    if sys.exc_info()[0] is not None:
+        return  # already ending with an error (the lost peer, seen by gloo): let it be recorded, uninterrupted
     raise Stopped("this training process was stopped (SIGTERM: another training process failed, or the job was "
                   "cancelled); finished stages and epochs are kept: run the same command to resume")
 
