@@ -28,27 +28,38 @@ FORMATS_HELP = "onnx, onnx_int8, tflite, tflite_fp16, tflite_int8"
 TARGETS_HELP = "local, ssh, adb, command"
 
 
+def _shown(path: Path | str) -> str:
+    """A path as a message shows it: cut in the middle when it is too long to read."""
+    text = str(path)
+    return text if len(text) <= 200 else f"{text[:100]}...{text[-60:]} ({len(text):,} characters)"
+
+
 def _run_dir(text: str) -> Path:
     from edgekd.pipeline.layout import RunLayout
 
     path = Path(text)
-    if not RunLayout(path).manifest.is_file():
-        raise UsageError(f"{path}: not an edgekd run directory (no manifest.json); pass the --out of `edgekd run`, "
-                         "e.g. runs/mnist5k")
+    try:
+        found = RunLayout(path).manifest.is_file()
+    except OSError as exc:  # a name longer than the system allows
+        raise UsageError(f"{_shown(path)}: not a usable path ({exc.strerror or exc})") from None
+    if not found:
+        raise UsageError(f"{_shown(path)}: not an edgekd run directory (no manifest.json); pass the --out of "
+                         "`edgekd run`, e.g. runs/mnist5k")
     return path.resolve()
 
 
 def _writable_dir(path: Path, option: str) -> Path:
     """`path` as a directory this process can write into, created if needed; UsageError otherwise."""
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"{option} {path}: is a file; pass a directory (it is created if missing)")
     try:
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"{option} {_shown(path)}: is a file; pass a directory (it is created if missing)")
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".edgekd-write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise UsageError(f"{option} {path}: cannot write there ({exc.strerror or exc}); choose another directory") from None
+        raise UsageError(f"{option} {_shown(path)}: cannot write there ({exc.strerror or exc}); choose another "
+                         "directory") from None
     return path.resolve()
 
 

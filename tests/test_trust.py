@@ -117,3 +117,12 @@ def test_pack_prints_a_quoted_device_command(bench_run, tmp_path, capsys):
     out = tmp_path / "my bundle;x.zip"
     assert main(["pack", str(bench_run), "-o", str(out)]) == 0
     assert "python agent.py 'my bundle;x.zip' -o results.json" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("command", ["run", "report"])
+def test_a_100000_character_path_exits_2_with_a_short_message(tmp_path, capsys, command):
+    path = str(tmp_path / ("a" * 100_000))
+    argv = ["run", str(ROOT / "configs" / "digits.toml"), "--out", path] if command == "run" else ["report", path]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "(100,0" in err and "characters)" in err and len(err) < 2000 and "Traceback" not in err
