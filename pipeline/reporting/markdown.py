@@ -28,7 +28,7 @@ def rows(report: dict) -> dict[str, list[dict]]:
                 "precision": a["precision"] if a else "fp32", "size_bytes": size,
                 "params": models.get(model, {}).get("params"), "macs": models.get(model, {}).get("macs"),
                 "p50": r["latency_ms"]["p50"], "p95": r["latency_ms"]["p95"], "ci": r["latency_ms"]["p50_ci95"],
-                "peak_rss_mb": r["peak_rss_mb"], "rss_increase_mb": r.get("rss_increase_mb"),
+                "peak_rss_mb": r["peak_rss_mb"], "model_rss_mb": r.get("model_rss_mb", r.get("rss_increase_mb")),
                 "accuracy": r["accuracy"], "runtime": r["runtime"],
                 "d_acc": r["accuracy"] - models["teacher"]["accuracy"],
                 "speedup": ref["latency_ms"]["p50"] / r["latency_ms"]["p50"] if ref else None,
@@ -73,7 +73,7 @@ def markdown(report: dict) -> str:
                 "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in lines:
             memory = ("not measured" if r["peak_rss_mb"] is None else f"{r['peak_rss_mb']:.0f}" +
-                      (f" (+{r['rss_increase_mb']:.1f})" if r["rss_increase_mb"] is not None else ""))
+                      (f" (+{r['model_rss_mb']:.1f})" if r["model_rss_mb"] is not None else ""))
             hot = " ⚠ throttled" if r["throttled"] else ""
             host = " (host)" if r["accuracy_on"] == "host" else ""
             out.append(f"| {r['artifact']} | {r['format']} | {r['precision']} | {r['threads']} | "
