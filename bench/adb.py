@@ -19,6 +19,7 @@ from edgekd.bench.agent import (SCHEMA, AgentError, Deadline, Job, median_interv
                                 worker_command)
 from edgekd.bench.targets import BenchOptions, Call, artifact_name, last_line
 
+RUNTIME = "tflite benchmark_model"  # the runtime its rows name: it keeps per-process medians, no samples
 _COUNT = re.compile(r"count=(\d+)((?:[ \t]+\w+=[-\d.e+]+)*)")  # one line: \s would run into the next
 _PAIR = re.compile(r"(\w+)=([-\d.e+]+)")
 
@@ -171,7 +172,7 @@ class ADBTarget:
         measured = [p for p in peaks if p is not None]
         scored = {k: host[k] for k in ("accuracy", "n_eval", "correct_bits") if k in host}
         return {"schema": SCHEMA, "artifact": artifact_name(model), "target": self.name, "sha256": sha256_file(model),
-                "runtime": "tflite benchmark_model", "runtime_version": "unknown", "threads": threads,
+                "runtime": RUNTIME, "runtime_version": "unknown", "threads": threads,
                 "delegate": "xnnpack" if xnnpack else "none", "delegated": runs[0].get("delegated"),
                 "device": {"machine": "android", "system": "Android", "processor": "", "python": "", "serial": self.serial},
                 "latency_ms": combine_runs(runs), "init_ms": statistics.median(r.get("init_ms", 0.0) for r in runs),

@@ -6,6 +6,11 @@ exit-code contract; the CLI prints the message (no traceback without --debug) an
 from __future__ import annotations
 
 
+def cut(text: str, limit: int = 160) -> str:
+    """`text` for a message: a 100,000-character path or value is cut, with its length said."""
+    return text if len(text) <= limit else f"{text[:limit - 60]}...{text[-40:]} ({len(text):,} characters)"
+
+
 class EdgekdError(Exception):
     """Base class: `exit_code` is what the CLI exits with, the message is all the user sees."""
 

@@ -127,7 +127,12 @@ def judge_rows(reference: dict, new: dict, limit: float) -> PairedDrop:
         lost = sum(r and not c for r, c in zip(ref, cur))
         gained = sum(c and not r for r, c in zip(ref, cur))
         return judge_drop(n, sum(ref), sum(cur), lost, gained, limit)
-    ref_k, new_k = round(reference["accuracy"] * n), round(new["accuracy"] * n)
-    # unpaired: put the counts in the table as if no sample were shared; phi is dropped
-    both = min(ref_k, new_k)
+    return judge_accuracies(reference["accuracy"], new["accuracy"], n, limit)
+
+
+def judge_accuracies(reference_accuracy: float, new_accuracy: float, n: int, limit: float) -> PairedDrop:
+    """The same verdict from two accuracies on n samples alone (no per-sample results): the unpaired,
+    wider interval, which never claims more than the data say."""
+    ref_k, new_k = round(reference_accuracy * n), round(new_accuracy * n)
+    both = min(ref_k, new_k)  # any split of the table will do: without phi only the margins count
     return judge_drop(n, ref_k, new_k, ref_k - both, new_k - both, limit, paired=False)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from edgekd.models.cnn import cnn
-from edgekd.errors import ModelError
+from edgekd.errors import ModelError, cut
 from edgekd.models.dsconv import dsconv
 from edgekd.models.mlp import mlp
 
@@ -59,8 +59,8 @@ def _load_file(path_text: str):
         source = path.read_bytes()
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-            raise ModelError(f"user model file {_short(path_text)!r} not found") from None
-        raise ModelError(f"user model file {_short(path_text)!r}: cannot read it ({exc.strerror or exc})") from None
+            raise ModelError(f"user model file {cut(path_text)!r} not found") from None
+        raise ModelError(f"user model file {cut(path_text)!r}: cannot read it ({exc.strerror or exc})") from None
     # named by path and contents: a file edited since it was first imported is imported afresh
     digest = hashlib.sha256(str(path).encode() + b"\0" + source).hexdigest()
     name = f"edgekd_user_{path.stem}_{digest[:12]}"
@@ -72,12 +72,8 @@ def _load_file(path_text: str):
             spec.loader.exec_module(module)
         except Exception as exc:
             del sys.modules[name]
-            raise ModelError(f"user model file {_short(path_text)!r} fails to import: {type(exc).__name__}: {exc}") from exc
+            raise ModelError(f"user model file {cut(path_text)!r} fails to import: {type(exc).__name__}: {exc}") from exc
     return sys.modules[name]
-
-
-def _short(text: str, limit: int = 120) -> str:
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def _is_local(file: str | None) -> bool:

@@ -18,7 +18,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from edgekd import __version__
-from edgekd.errors import EdgekdError, UsageError
+from edgekd.errors import EdgekdError, UsageError, cut
 
 console = Console(stderr=True)
 
@@ -28,12 +28,6 @@ FORMATS_HELP = "onnx, onnx_int8, tflite, tflite_fp16, tflite_int8"
 TARGETS_HELP = "local, ssh, adb, command"
 
 
-def _shown(path: Path | str) -> str:
-    """A path as a message shows it: cut in the middle when it is too long to read."""
-    text = str(path)
-    return text if len(text) <= 200 else f"{text[:100]}...{text[-60:]} ({len(text):,} characters)"
-
-
 def _run_dir(text: str) -> Path:
     from edgekd.pipeline.layout import RunLayout
 
@@ -41,9 +35,9 @@ def _run_dir(text: str) -> Path:
     try:
         found = RunLayout(path).manifest.is_file()
     except OSError as exc:  # a name longer than the system allows
-        raise UsageError(f"{_shown(path)}: not a usable path ({exc.strerror or exc})") from None
+        raise UsageError(f"{cut(str(path))}: not a usable path ({exc.strerror or exc})") from None
     if not found:
-        raise UsageError(f"{_shown(path)}: not an edgekd run directory (no manifest.json); pass the --out of "
+        raise UsageError(f"{cut(str(path))}: not an edgekd run directory (no manifest.json); pass the --out of "
                          "`edgekd run`, e.g. runs/mnist5k")
     return path.resolve()
 
@@ -52,13 +46,13 @@ def _writable_dir(path: Path, option: str) -> Path:
     """`path` as a directory this process can write into, created if needed; UsageError otherwise."""
     try:
         if path.exists() and not path.is_dir():
-            raise UsageError(f"{option} {_shown(path)}: is a file; pass a directory (it is created if missing)")
+            raise UsageError(f"{option} {cut(str(path))}: is a file; pass a directory (it is created if missing)")
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".edgekd-write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise UsageError(f"{option} {_shown(path)}: cannot write there ({exc.strerror or exc}); choose another "
+        raise UsageError(f"{option} {cut(str(path))}: cannot write there ({exc.strerror or exc}); choose another "
                          "directory") from None
     return path.resolve()
 
@@ -220,6 +214,10 @@ def cmd_gate(args: argparse.Namespace) -> int:
                           "nothing would be checked; pass --baseline BASELINE/report.json or add [[budget]] entries")
     report = load_report(Path(args.report))
     baseline = load_report(Path(args.baseline)) if args.baseline else None
+    stale = report.get("stale", [])
+    if stale:
+        console.print(f"gate: {len(stale)} stale result(s) not gated (measured on files re-created since): " +
+                      ", ".join(sorted({f"{s['artifact']} on {s['target']}" for s in stale})), highlight=False)
     verdicts = check(report, budgets)
     if baseline is not None:
         verdicts += check_regression(report, baseline, regression)

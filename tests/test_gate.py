@@ -210,9 +210,36 @@ def test_wide_noise_is_inconclusive_says_what_would_decide_it_and_exits_4():
     assert exit_code(verdicts, Regression(inconclusive="pass")) == 0
 
 
-def test_a_baseline_without_process_medians_is_inconclusive():
+def test_a_baseline_without_process_medians_cannot_be_judged_and_fails():
     (v, _) = [x for x in check_regression(_report(), _report(), Regression()) if x.artifact == "export/student.tflite"]
-    assert v.status == "inconclusive" and "older edgekd" in v.note
+    assert v.status == "fail" and "cannot be judged" in v.note and "older edgekd" in v.note
+
+
+def test_too_few_processes_to_judge_a_slowdown_fail_instead_of_passing():
+    new, old = _report(), _report()
+    for r in old["results"]:
+        r["latency_ms"]["process_p50"] = [5.0, 5.05, 5.1]
+    for r in new["results"]:
+        r["latency_ms"]["process_p50"] = [10.0, 10.1, 10.2]  # 2x slower, but 3 + 3 processes reach only 90 %
+    v = next(v for v in check_regression(new, old, Regression()) if v.rule == "max_latency_increase")
+    assert v.status == "fail" and "cannot be judged: 3 and 3 processes" in v.note and "resolution" not in v.note
+
+
+def test_the_gate_never_judges_a_row_measured_on_another_file(tmp_path):
+    import json
+
+    from edgekd.pipeline.reporting.gate import load_report
+
+    report = _report()
+    report["artifacts"][1]["sha256"] = "a" * 64
+    report["results"][1]["sha256"] = "b" * 64  # measured before a re-export, in a report of an older edgekd
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report))
+    loaded = load_report(path)
+    assert [s["artifact"] for s in loaded["stale"]] == ["export/student.int8.tflite"]
+    assert "export/student.int8.tflite" not in {r["artifact"] for r in loaded["results"]}
+    with pytest.raises(BudgetError, match="match no result"):
+        check(loaded, [Budget(target="pi4", artifact="student.int8.tflite", max_p50_ms=100)])
 
 
 @pytest.mark.parametrize("lost, gained, status", [(5, 0, "inconclusive"), (30, 0, "fail"), (0, 0, "pass")])

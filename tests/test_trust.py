@@ -126,3 +126,66 @@ def test_a_100000_character_path_exits_2_with_a_short_message(tmp_path, capsys, 
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "(100,0" in err and "characters)" in err and len(err) < 2000 and "Traceback" not in err
+
+
+def _added(bench_copy, tmp_path, change):
+    row = next(r for r in json.loads((bench_copy / "bench" / "local.json").read_text())["results"]
+               if r["artifact"] == "export/student.int8.tflite")
+    change(row)
+    path = tmp_path / "added.json"
+    path.write_text(json.dumps({"schema": "edgekd.bench/1", "target": "pi4", "results": [{**row, "target": "pi4"}]}))
+    return main(["report", str(bench_copy), "--add", str(path)])
+
+
+def test_add_refuses_results_scored_on_another_eval_set_or_with_malformed_samples(bench_copy, tmp_path, capsys):
+    def subset(r):  # scored on the first 8 samples only, consistently with itself
+        bits = bytes.fromhex(r["correct_bits"])[:1]
+        r.update(n_eval=8, correct_bits=bits.hex(), accuracy=bin(bits[0]).count("1") / 8)
+    assert _added(bench_copy, tmp_path, subset) == 2
+    assert "scored on 8 samples, but this run's data/eval.npz has 359" in " ".join(capsys.readouterr().err.split())
+    for change in (lambda r: r.update(samples_ms=["x"]), lambda r: r.update(process_peak_rss_mb=7)):
+        assert _added(bench_copy, tmp_path, change) == 2
+        err = capsys.readouterr().err
+        assert "expected a list" in err and "Traceback" not in err
+
+
+def test_add_accepts_a_benchmark_model_row_which_keeps_no_samples(bench_copy, tmp_path):
+    from edgekd.bench.adb import RUNTIME
+
+    def adb_like(r):
+        r.update(runtime=RUNTIME, samples_ms=[], peak_rss_mb=None, process_peak_rss_mb=[None, None])
+    assert _added(bench_copy, tmp_path, adb_like) == 0
+    pi = [r for r in _report(bench_copy)["results"] if r["target"] == "pi4"]
+    assert len(pi) == 1 and pi[0]["peak_rss_mb"] is None
+    assert "not measured" in (bench_copy / "report.md").read_text()
+
+
+def test_a_genuine_summary_of_a_spiky_pool_is_within_its_kept_samples():
+    """The agent keeps 5,000 of the pooled samples: p50 and p95 of the whole pool must pass the check
+    even with 6 % slow runs (a busy board), and a p50 edited by 10 % must not."""
+    import numpy as np
+
+    from edgekd.bench.agent import percentiles, subsample
+    from edgekd.pipeline.reporting.report import _within_sampling
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        pool = rng.lognormal(0, 0.05, 100_000) * np.where(rng.random(100_000) < 0.06, rng.uniform(2, 20, 100_000), 1)
+        kept, full = subsample(pool, 5000), percentiles(pool)
+        assert _within_sampling(full["p50"], kept, 0.5) and _within_sampling(full["p95"], kept, 0.95)
+        assert not _within_sampling(full["p50"] * 0.9, kept, 0.5)
+
+
+def test_the_file_to_ship_excludes_a_file_scored_on_another_eval_set():
+    from edgekd.pipeline.reporting.recommend import recommend
+
+    def row(artifact, n, p50):
+        return {"artifact": artifact, "target": "pi", "accuracy": 0.9, "n_eval": n, "threads": 1,
+                "latency_ms": {"p50": p50, "p50_ci95": [p50, p50]}}
+    report = {"artifacts": [{"file": "export/teacher.tflite", "model": "teacher", "precision": "fp32"},
+                            {"file": "export/student.tflite", "model": "student", "precision": "fp32"}],
+              "results": [row("export/teacher.tflite", 100, 2.0), row("export/student.tflite", 50, 1.0)],
+              "models": {"teacher": {"accuracy": 0.9}}}
+    rec = recommend(report, 0.01)["pi"]
+    assert rec["ship"] == "export/teacher.tflite"
+    assert "scored on 100 samples" in rec["excluded"][0]["why"]

@@ -198,16 +198,19 @@ def latency_regression(new: list[float], old: list[float], limit: float) -> tupl
     # a true slowdown s fails once s - (est - lo) > threshold: the interval's lower reach sets the resolution
     resolution = (f"resolution: with {len(new)} and {len(old)} processes a slowdown above "
                   f"{100 * math.expm1(threshold + est - lo):.0f} % would have failed")
-    if coverage >= 0.95 and lo > threshold:
+    if coverage < 0.95:  # no slowdown, however large, could fail: a rule that cannot fail must not pass
+        return "fail", point, lo_frac, hi_frac, (
+            f"cannot be judged: {len(new)} and {len(old)} processes give at most {100 * coverage:.0f} % coverage, "
+            "and no slowdown could fail; measure at least 4 processes per side (bench.processes, default 5)")
+    if lo > threshold:
         return "fail", point, lo_frac, hi_frac, resolution
-    if coverage >= 0.95 and hi <= threshold:
+    if hi <= threshold:
         return "pass", point, lo_frac, hi_frac, resolution
     spread = [statistics.stdev(v) for v in (log_new, log_old) if len(v) > 1]
     sigma = max(spread) if spread else 0.0
     distance = abs(est - threshold)
     needed = max(4, math.ceil(8 * sigma ** 2 / distance ** 2)) if distance > 1e-12 else None
-    why = (f"only {len(new)} and {len(old)} processes (an interval with 95 % coverage needs at least 4 per side)"
-           if coverage < 0.95 else "the process-to-process noise is wider than the threshold")
+    why = "the process-to-process noise is wider than the threshold"
     hint = (f"about {needed} processes per side would decide it (bench.processes, or --processes on the agent)"
             if needed else "the slowdown sits exactly at the threshold")
     return "inconclusive", point, lo_frac, hi_frac, f"{why}; {hint}; {resolution}"
@@ -261,10 +264,10 @@ def check_regression(report: dict, baseline: dict, reg: Regression) -> list[Verd
                 note += "; " + latency_regression(new_p50s, old_p50s, limit)[4].rsplit("; ", 1)[-1]
         elif new_p50s and old_p50s:
             status, point, lo, hi, note = latency_regression(new_p50s, old_p50s, limit)
-        else:
+        else:  # a rule that cannot be judged fails: it must not pass a release on nothing
             point = r["latency_ms"]["p50"] / b["latency_ms"]["p50"] - 1
-            status, lo, hi = "inconclusive", point, point
-            note = ("no per-process medians in " + ("the baseline" if new_p50s else "this report") +
+            status, lo, hi = "fail", point, point
+            note = ("cannot be judged: no per-process medians in " + ("the baseline" if new_p50s else "this report") +
                     " (measured by an older edgekd); re-measure it with `edgekd bench`")
         verdicts.append(Verdict("max_latency_increase", r["target"], r["artifact"], limit, point, (lo, hi),
                                 limit - lo, status, note))
@@ -299,7 +302,22 @@ def load_report(path: Path) -> dict:
         raise BudgetError(f"{path}: not a valid report, {len(problems)} problem(s):\n" +
                           "\n".join(f"  - {p}" for p in problems[:20]) + ("\n  ..." if len(problems) > 20 else ""))
     _check_against_run(path, report)
-    return report
+    return _without_stale_rows(report)
+
+
+def _without_stale_rows(report: dict) -> dict:
+    """Rows whose sha256 is not their file's (a report written before edgekd kept them apart) move to
+    `stale`: no budget or baseline is judged on a file that is not there."""
+    current = {a["file"]: a.get("sha256") for a in report.get("artifacts", [])}
+    fresh, stale = [], list(report.get("stale", []))
+    for r in report["results"]:
+        known = current.get(r["artifact"])
+        if known and r.get("sha256") and r["sha256"] != known:
+            stale.append({"target": r["target"], "artifact": r["artifact"], "sha256": r["sha256"],
+                          "measured_at": r.get("ended_at"), "why": "file re-created since"})
+        else:
+            fresh.append(r)
+    return {**report, "results": fresh, "stale": stale}
 
 
 def _check_against_run(path: Path, report: dict) -> None:

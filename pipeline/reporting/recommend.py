@@ -11,7 +11,7 @@ file while on ARM it is usually faster, so no rule of thumb is applied.
 """
 from __future__ import annotations
 
-from edgekd.paired import PairedDrop, judge_drop, judge_rows
+from edgekd.paired import PairedDrop, judge_accuracies, judge_rows
 from edgekd.pipeline.console import fmt_ms, fmt_pct
 
 
@@ -27,13 +27,14 @@ def _teacher_reference(rows: list[dict], artifacts: dict[str, dict], models: dic
             "accuracy": models["teacher"]["accuracy"], "n_eval": None}
 
 
-def _judge(reference: dict, row: dict, max_drop: float) -> PairedDrop:
+def _judge(reference: dict, row: dict, max_drop: float) -> PairedDrop | str:
+    """The paired verdict, or why there is none (the two were scored on different eval sets)."""
     if reference["n_eval"] is None:  # no teacher row on this target: unpaired against the host accuracy
-        n = row["n_eval"]
-        ref_k, new_k = round(reference["accuracy"] * n), round(row["accuracy"] * n)
-        both = min(ref_k, new_k)
-        return judge_drop(n, ref_k, new_k, ref_k - both, new_k - both, max_drop, paired=False)
-    return judge_rows(reference, row, max_drop)
+        return judge_accuracies(reference["accuracy"], row["accuracy"], row["n_eval"], max_drop)
+    try:
+        return judge_rows(reference, row, max_drop)
+    except ValueError as exc:
+        return f"cannot be compared with the teacher's {reference['artifact']}: {exc}"
 
 
 def recommend(report: dict, max_drop: float, budget_fails: set[tuple[str, str]] = frozenset()) -> dict[str, dict]:
@@ -53,7 +54,9 @@ def recommend(report: dict, max_drop: float, budget_fails: set[tuple[str, str]] 
         for r in sorted((r for r in rows if r["artifact"] in artifacts), key=lambda r: r["latency_ms"]["p50"]):
             label = r["artifact"] + (f" ({r['threads']} threads)" if r.get("threads", 1) != 1 else "")
             check = _judge(reference, r, max_drop)
-            if check.verdict == "fail":
+            if isinstance(check, str):
+                excluded.append({"artifact": label, "why": check})
+            elif check.verdict == "fail":
                 excluded.append({"artifact": label, "why": f"accuracy {fmt_pct(r['accuracy'])} vs the teacher's fp32 "
                                                            f"{fmt_pct(reference['accuracy'])}: {check.describe()}"})
             elif (target, r["artifact"]) in budget_fails:

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import math
 import tomllib
 import json
 import logging
 from pathlib import Path
 
 from edgekd import __version__
+from edgekd.bench.adb import RUNTIME as ADB_RUNTIME
 from edgekd.errors import DataError
 from edgekd.fileio import sha256_file, write_json, write_text
+from edgekd.paired import correct_mask
 from edgekd.pipeline.layout import RunLayout
 from edgekd.pipeline.lock import run_lock
 from edgekd.pipeline.manifest import RunRecords
@@ -68,6 +71,15 @@ def _check_provenance(path: Path, results: list[dict], files: dict[str, str]) ->
                         "\n".join(f"  - {p}" for p in problems))
 
 
+def _within_sampling(value: float, samples: list[float], q: float) -> bool:
+    """Whether `value` can be the q-quantile of the full pool that `samples` were evenly drawn from: it
+    lies between the sample order statistics 4 binomial standard errors either side of rank q*m."""
+    s, m = sorted(samples), len(samples)
+    spread = 4 * math.sqrt(m * q * (1 - q)) + 2
+    lo, hi = s[max(0, math.floor(q * m - spread))], s[min(m - 1, math.ceil(q * m + spread))]
+    return lo - 1e-9 <= value <= hi + 1e-9
+
+
 def summary_problems(r: dict) -> list[str]:
     """Where a result's summary disagrees with the samples the agent kept beside it (a hand-edited
     accuracy, p50 or peak): every statistic is recomputed from `correct_bits`, `samples_ms`,
@@ -79,24 +91,29 @@ def summary_problems(r: dict) -> list[str]:
     if r.get("accuracy") is not None:
         if not bits:
             p.append(f"{name}: no correct_bits to check its accuracy against; measure it with this edgekd's agent")
-        elif abs(bin(int(bits, 16)).count("1") / n - r["accuracy"]) > 1e-9:
+        elif abs(sum(correct_mask(bits, n)) / n - r["accuracy"]) > 1e-9:
             p.append(f"{name}: accuracy {r['accuracy']:.4%} but its per-sample results give "
-                     f"{bin(int(bits, 16)).count('1') / n:.4%}")
-    lat, samples = r["latency_ms"], r.get("samples_ms") or []
-    medians = lat.get("process_p50")
-    if not samples or not medians:
-        p.append(f"{name}: no samples_ms and process_p50 to check its latency against; measure it with this edgekd's agent")
+                     f"{sum(correct_mask(bits, n)) / n:.4%}")
+    lat, samples, medians = r["latency_ms"], r.get("samples_ms") or [], r["latency_ms"].get("process_p50")
+    if not medians:
+        p.append(f"{name}: no process_p50 to check its latency against; measure it with this edgekd's agent")
     else:
-        again = percentiles(samples)
-        # the agent keeps at most 5,000 evenly spaced samples: exact below that, close above it
-        tol = 1e-4 if again["n"] == lat.get("n") else 0.02
-        for key in ("p50", "p95"):
-            if lat.get(key) is not None and abs(again[key] - lat[key]) > tol * max(abs(lat[key]), 1e-9):
-                p.append(f"{name}: latency {key} {lat[key]:.6g} ms but its samples give {again[key]:.6g} ms")
         lo, hi, _ = median_interval(medians)
         if max(abs(lo - lat["p50_ci95"][0]), abs(hi - lat["p50_ci95"][1])) > 1e-9 * max(hi, 1.0):
             p.append(f"{name}: p50_ci95 {lat['p50_ci95']} but its per-process medians give [{lo:.6g}, {hi:.6g}]")
-    peaks = r.get("process_peak_rss_mb")
+    if samples:  # benchmark_model (adb) keeps no samples, only its per-process medians
+        again = percentiles(samples)
+        for key, q in (("p50", 0.5), ("p95", 0.95)):
+            if lat.get(key) is None:
+                continue
+            # every sample was kept: exact; at most 5,000 evenly spaced were kept: within their sampling error
+            same = (abs(again[key] - lat[key]) <= 1e-4 * max(abs(lat[key]), 1e-9) if again["n"] == lat.get("n")
+                    else _within_sampling(lat[key], samples, q))
+            if not same:
+                p.append(f"{name}: latency {key} {lat[key]:.6g} ms but its samples give {again[key]:.6g} ms")
+    elif r.get("runtime") != ADB_RUNTIME:
+        p.append(f"{name}: no samples_ms to check its latency against; measure it with this edgekd's agent")
+    peaks = [v for v in r.get("process_peak_rss_mb") or [] if v is not None]
     if r.get("peak_rss_mb") is not None and peaks and abs(max(peaks) - r["peak_rss_mb"]) > 1e-6:
         p.append(f"{name}: peak_rss_mb {r['peak_rss_mb']:.6g} but its processes peaked at {max(peaks):.6g}")
     return p
@@ -108,11 +125,15 @@ def merge_added(layout: RunLayout, added: list[Path]) -> list[Path]:
     Every result must name a file of this run and carry that file's sha256; nothing is written otherwise.
     """
     files = _run_files(layout)
+    n_test = RunRecords(layout).root.data.get("data", {}).get("n_test")
     written = []
     checked = [(path, *read_bench(path)) for path in added]
     for path, results, _ in checked:
         _check_provenance(path, results, files)
-        problems = [q for r in results for q in summary_problems(r)]
+        problems = [f"{r['artifact']} on {r['target']}: scored on {r['n_eval']} samples, but this run's "
+                    f"data/eval.npz has {n_test}; measure with the run's eval set (edgekd pack)"
+                    for r in results if r.get("accuracy") is not None and n_test and r["n_eval"] != n_test]
+        problems += [q for r in results for q in summary_problems(r)]
         if problems:
             raise DataError(f"{path}: {len(problems)} result(s) disagree with their own samples (edited by hand?), "
                             "nothing merged:\n" + "\n".join(f"  - {q}" for q in problems) +

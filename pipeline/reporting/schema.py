@@ -61,6 +61,12 @@ def result_problems(r, where: str, need_sha: bool) -> list[str]:
            and r.get("n_eval") > 0, f"expected a positive integer, got {r.get('n_eval')!r}")
     _check(p, f"{where}.peak_rss_mb", r.get("peak_rss_mb") is None or _number(r.get("peak_rss_mb"), 0),
            f"expected MB >= 0, or null where the tool measured none, got {r.get('peak_rss_mb')!r}")
+    samples = r.get("samples_ms")
+    _check(p, f"{where}.samples_ms", samples is None or (isinstance(samples, list) and all(_number(v, 0) for v in samples)),
+           f"expected a list of ms >= 0, got {str(samples)[:40]!r}")
+    peaks = r.get("process_peak_rss_mb")
+    _check(p, f"{where}.process_peak_rss_mb", peaks is None or (isinstance(peaks, list) and all(
+           v is None or _number(v, 0) for v in peaks)), f"expected a list of MB >= 0 (or null), got {str(peaks)[:40]!r}")
     bits, n = r.get("correct_bits"), r.get("n_eval")
     if bits is not None and isinstance(n, int) and n > 0:
         _check(p, f"{where}.correct_bits", isinstance(bits, str) and bool(HEX.match(bits)) and len(bits) == 2 * ((n + 7) // 8),
