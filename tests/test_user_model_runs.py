@@ -5,7 +5,6 @@ import logging
 import uuid
 from pathlib import Path
 
-import pytest
 
 from edgekd.fileio import sha256_file
 from edgekd.pipeline.cli import main
