@@ -201,27 +201,16 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
+    from edgekd.api import gate
     from edgekd.fileio import write_text
     from edgekd.pipeline.console import stdout
-    from edgekd.errors import BudgetError
-    from edgekd.pipeline.reporting.budgets import load_budgets
-    from edgekd.pipeline.reporting.gate import check, check_regression, exit_code, load_report
     from edgekd.pipeline.reporting.gate_output import junit_xml, notes, summary_line, table, verdicts_json
 
-    budgets, regression = load_budgets(Path(args.budgets))
-    if not budgets and not args.baseline:
-        raise BudgetError(f"{args.budgets}: only [regression], which compares with a baseline, and no --baseline: "
-                          "nothing would be checked; pass --baseline BASELINE/report.json or add [[budget]] entries")
-    report = load_report(Path(args.report))
-    baseline = load_report(Path(args.baseline)) if args.baseline else None
-    stale = report.get("stale", [])
-    if stale:
-        console.print(f"gate: {len(stale)} stale result(s) not gated (measured on files re-created since): " +
-                      ", ".join(sorted({f"{s['artifact']} on {s['target']}" for s in stale})), highlight=False)
-    verdicts = check(report, budgets)
-    if baseline is not None:
-        verdicts += check_regression(report, baseline, regression)
-    code = exit_code(verdicts, regression)
+    result = gate(Path(args.report), Path(args.budgets), Path(args.baseline) if args.baseline else None)
+    if result.stale:
+        console.print(f"gate: {len(result.stale)} stale result(s) not gated (measured on files re-created since): " +
+                      ", ".join(sorted({f"{s['artifact']} on {s['target']}" for s in result.stale})), highlight=False)
+    verdicts, code = result.verdicts, result.exit_code
     if args.junit:
         write_text(Path(args.junit), junit_xml(verdicts))
     try:
