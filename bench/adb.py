@@ -100,7 +100,7 @@ class ADBTarget:
     kind = "adb"
     shares_cpu = False
 
-    def __init__(self, name: str, benchmark_binary: str, serial: str = "", options: BenchOptions = BenchOptions(),
+    def __init__(self, name: str, benchmark_binary: str, *, serial: str = "", options: BenchOptions = BenchOptions(),
                  use_xnnpack: tuple[bool, ...] = (True,), warmup_runs: int = 20, num_runs: int = 200, adb: str = "adb"):
         self.name, self.binary, self.serial, self.options = name, benchmark_binary, serial, options
         self.use_xnnpack, self.warmup_runs, self.num_runs, self.adb = use_xnnpack, warmup_runs, num_runs, adb

@@ -44,7 +44,7 @@ def main() -> int:
     for _ in range(args.rounds):
         for name, loss_fn in losses.items():
             student, _ = new_model(ctx, cfg.student)
-            result = fit(student, x, y, loss_fn, x_val, y_val, one_epoch, cfg.run.seed)
+            result = fit(student, x, y, loss_fn, x_val=x_val, y_val=y_val, cfg=one_epoch, seed=cfg.run.seed)
             seconds[name].append(result.epoch_seconds[0])
     med = {k: statistics.median(v) for k, v in seconds.items()}
     print(f"transfer set: {len(x)} samples; student {cfg.student.arch} {cfg.student.kwargs}; "

@@ -9,7 +9,7 @@ rename into place) is done once, by `export.driver.export_model`.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -23,6 +23,7 @@ from edgekd.export.parity import Parity
 class ExportOptions:
     eval_x: np.ndarray  # float32 NCHW, normalised: the parity set
     eval_y: np.ndarray
+    _: KW_ONLY  # the options by name: eight positional values are easy to pass in the wrong order
     calibration_x: np.ndarray | None = None  # float32 NCHW from the train split; int8 formats need it
     onnx_calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
     onnx_reduce_range: bool = True  # 7-bit int8 weights: x86 without VNNI cannot saturate on them

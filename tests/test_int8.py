@@ -61,7 +61,7 @@ def saturation_files(tmp_path_factory):
     for reduce_range in (True, False):
         path = out / f"m{'7' if reduce_range else '8'}.int8.onnx"
         results[reduce_range] = export_model("onnx_int8", _saturating_model(), torch.zeros(1, 1, 8, 8), path,
-                                                       ExportOptions(x, y, x, onnx_reduce_range=reduce_range))
+                                                       ExportOptions(x, y, calibration_x=x, onnx_reduce_range=reduce_range))
     np.savez(out / "eval.npz", x=x, y=y)
     return out, results
 

@@ -54,7 +54,8 @@ def make_target(name: str, t: TargetConfig, cfg: BenchConfig):
         return SSHTarget(name, t.host, t.port, t.python, options, t.ssh_options)
     assert isinstance(t, ADBTargetConfig)
     from edgekd.bench.adb import ADBTarget
-    return ADBTarget(name, t.benchmark_binary, t.serial, options, t.use_xnnpack, t.warmup_runs, t.num_runs, t.adb)
+    return ADBTarget(name, t.benchmark_binary, serial=t.serial, options=options, use_xnnpack=t.use_xnnpack,
+                     warmup_runs=t.warmup_runs, num_runs=t.num_runs, adb=t.adb)
 
 
 def _document(outcome: Outcome) -> dict:

@@ -128,8 +128,9 @@ def train_and_save(ctx: StageContext, name: str, model_cfg: ModelConfig, x: Tens
     resume = Resume(ctx.layout.resume_file(name), ctx.resume_key)
     start = time.perf_counter()
     try:
-        result: FitResult = fit(model, x, y, loss, x_val, y_val, model_cfg.train, training_seed(ctx, model_cfg),
-                                ctx.progress(name), resume, ctx.dist, ctx.cfg.run.amp)
+        result: FitResult = fit(model, x, y, loss, x_val=x_val, y_val=y_val, cfg=model_cfg.train,
+                                seed=training_seed(ctx, model_cfg), progress=ctx.progress(name), resume=resume,
+                                dist=ctx.dist, amp=ctx.cfg.run.amp)
     except NonFiniteTraining as exc:
         role = "teacher" if name == "teacher" else "student"
         raise NonFiniteTraining(f"{name} ({role}.arch = {model_cfg.arch!r}): {exc}") from None

@@ -97,8 +97,10 @@ def export_models(ctx: StageContext) -> StageResult:
     for model_name in e.models:
         ckpt = layout.checkpoint(model_name)
         ckpt_sha = sha256_file(ckpt)
-        options = ExportOptions(eval_x, eval_y, calib_x, e.onnx_calibration, e.onnx_reduce_range, e.tflite_layout, e.opset,
-                                {"edgekd.model": model_name, **data_meta, "edgekd.source_checkpoint_sha256": ckpt_sha})
+        options = ExportOptions(eval_x, eval_y, calibration_x=calib_x, onnx_calibration=e.onnx_calibration,
+                                onnx_reduce_range=e.onnx_reduce_range, tflite_layout=e.tflite_layout, opset=e.opset,
+                                metadata={"edgekd.model": model_name, **data_meta,
+                                          "edgekd.source_checkpoint_sha256": ckpt_sha})
         model = spec = None
         for fmt in e.formats:
             path = layout.export_file(model_name, fmt)

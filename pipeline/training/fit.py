@@ -162,7 +162,7 @@ def _epoch_order(n: int, gen: torch.Generator, seed: int, epoch: int, dist) -> T
     return torch.tensor(list(sampler))
 
 
-def fit(model: nn.Module, x: Tensor, y: Tensor, loss: Loss, x_val: Tensor, y_val: Tensor,
+def fit(model: nn.Module, x: Tensor, y: Tensor, loss: Loss, *, x_val: Tensor, y_val: Tensor,
         cfg: TrainConfig, seed: int, progress: TrainProgress | None = None, resume: Resume | None = None,
         dist=None, amp: bool = False) -> FitResult:
     """Train `model` in place on (x, y) and leave it holding the weights of its best validation epoch.
