@@ -34,7 +34,8 @@ test-slow: $(STAMP)
 # an emulated Raspberry Pi (Debian bookworm arm64 under qemu-user-static), built once into .cache/ (needs root)
 ARM64_ROOT ?= .cache/arm64-root
 test-arm64: $(STAMP)
-	PYTHON=$(PY) tests/arm64/make_root.sh $(ARM64_ROOT)
+	mkdir -p $(dir $(abspath $(ARM64_ROOT)))
+	PYTHON=$(PY) tests/arm64/make_root.sh $(abspath $(ARM64_ROOT))
 	EDGEKD_ARM64_ROOT=$(abspath $(ARM64_ROOT)) $(PY) -m pytest -m arm64 -s tests/arm64
 
 bench: $(STAMP)
