@@ -477,13 +477,6 @@ def time_into(run, timing: Timing, samples: Samples) -> float:
     return first_ms
 
 
-def time_runs(run, timing: Timing) -> tuple[float, list[float]]:
-    """(first-call ms, per-call ms after warm-up)."""
-    samples = Samples()
-    first_ms = time_into(run, timing, samples)
-    return first_ms, samples.values()
-
-
 def _layout(runner, sidecar: dict, sample_shape: tuple) -> str:
     """NHWC or NCHW: from the sidecar when there is one, else from the model's input shape."""
     if sidecar.get("input", {}).get("layout"):

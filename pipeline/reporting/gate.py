@@ -307,17 +307,16 @@ def load_report(path: Path) -> dict:
 
 def _without_stale_rows(report: dict) -> dict:
     """Rows whose sha256 is not their file's (a report written before edgekd kept them apart) move to
-    `stale`: no budget or baseline is judged on a file that is not there."""
+    `stale`: no budget or baseline is judged on a file that is not there. Rows of files the report
+    does not list (the PyTorch checkpoints) are checked against the run by `_check_against_run`."""
+    from edgekd.pipeline.reporting.report import split_stale
+
     current = {a["file"]: a.get("sha256") for a in report.get("artifacts", [])}
-    fresh, stale = [], list(report.get("stale", []))
-    for r in report["results"]:
-        known = current.get(r["artifact"])
-        if known and r.get("sha256") and r["sha256"] != known:
-            stale.append({"target": r["target"], "artifact": r["artifact"], "sha256": r["sha256"],
-                          "measured_at": r.get("ended_at"), "why": "file re-created since"})
-        else:
-            fresh.append(r)
-    return {**report, "results": fresh, "stale": stale}
+    listed = [r for r in report["results"] if current.get(r["artifact"]) and r.get("sha256")]
+    fresh, stale = split_stale(listed, current)
+    kept = {id(r) for r in fresh} | {id(r) for r in report["results"]} - {id(r) for r in listed}
+    return {**report, "results": [r for r in report["results"] if id(r) in kept],
+            "stale": [*report.get("stale", []), *stale]}
 
 
 def _check_against_run(path: Path, report: dict) -> None:

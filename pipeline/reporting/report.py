@@ -56,6 +56,20 @@ def _run_files(layout: RunLayout) -> dict[str, str]:
             for path in records.outputs(stage) if not path.name.endswith(".json")}
 
 
+def split_stale(rows: list[dict], current: dict[str, str]) -> tuple[list[dict], list[dict]]:
+    """(rows measured on the file there now, stale rows): a row whose sha256 is not its file's was
+    measured before a re-export, a retraining or a deletion, and is listed, never used."""
+    fresh, stale = [], []
+    for r in rows:
+        if current.get(r["artifact"]) == r["sha256"]:
+            fresh.append(r)
+        else:
+            stale.append({"target": r["target"], "artifact": r["artifact"], "sha256": r["sha256"],
+                          "measured_at": r.get("ended_at"),
+                          "why": "file re-created since" if r["artifact"] in current else "file no longer in the run"})
+    return fresh, stale
+
+
 def _check_provenance(path: Path, results: list[dict], files: dict[str, str]) -> None:
     """Refuse results measured on a file that is not this run's (another model, an older export)."""
     problems = []
@@ -179,19 +193,13 @@ def build_report(layout: RunLayout) -> dict:
                           "size_bytes": file.stat().st_size, "sha256": sha256_file(file),
                           "parity": {k: a["parity"][k] for k in ("top1_agreement", "max_abs_diff", "n")},
                           "audit": a["audit"]})
-    current = {a["file"]: a["sha256"] for a in artifacts}
-    current.update({layout.rel(c): sha256_file(c) for c in (layout.checkpoint(m) for m in models) if c.is_file()})
+    current = _run_files(layout)  # recorded hashes; verify_inputs has checked them against the disk
     results, stale, skipped, targets = [], [], [], []
     for path in sorted(layout.bench_dir.glob("*.json")):
         rows, missed = read_bench(path)
-        for r in rows:
-            row = {k: r.get(k) for k in RESULT_KEYS if k in r}
-            if current.get(r["artifact"]) == r["sha256"]:
-                results.append(row)
-            else:  # measured on bytes that are no longer there (re-exported, retrained or deleted since)
-                stale.append({"target": r["target"], "artifact": r["artifact"], "sha256": r["sha256"],
-                              "measured_at": r.get("ended_at"), "why": "file re-created since" if r["artifact"] in
-                              current else "file no longer in the run"})
+        fresh, old = split_stale([{k: r.get(k) for k in RESULT_KEYS if k in r} for r in rows], current)
+        results += fresh
+        stale += old
         skipped += [{"target": path.stem, **s} for s in missed]
         meta = json.loads(path.read_text())
         targets.append({"target": path.stem, **{k: meta[k] for k in ("kind", "status", "error", "attempts", "started_at",
