@@ -1,5 +1,5 @@
-"""Targets: ssh through a real sshd, a command prefix, the fleet,
-benchmark_model's real output, the fleet's scheduling, board state, and the file to ship."""
+"""Targets: ssh through a real sshd (config aliases, ProxyJump, quoting), a command prefix, the fleet's
+scheduling, failures and time limits, board state, and the file to ship (adb: test_adb.py)."""
 import json
 import shutil
 import subprocess
