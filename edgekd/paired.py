@@ -48,7 +48,7 @@ class PairedDrop:
         lo, hi = self.ci95
         counts = (f"{self.lost} lost, {self.gained} gained of {self.n:,}" if self.paired
                   else f"unpaired, {self.n:,} samples")
-        text = (f"{_points(-self.drop)} (95 % interval {_points(-hi)}..{_points(-lo)}; {counts}) against a limit of "
+        text = (f"{points(-self.drop)} (95 % interval {points(-hi)}..{points(-lo)}; {counts}) against a limit of "
                 f"{100 * self.limit:.2f} pts: ")
         if self.verdict == "pass":
             return text + "within the limit"
@@ -59,7 +59,8 @@ class PairedDrop:
         return text + f"cannot tell, the interval straddles the limit ({more})"
 
 
-def _points(fraction: float) -> str:
+def points(fraction: float) -> str:
+    """A difference of accuracies in percentage points, signed; never "-0.00"."""
     return f"{100 * fraction:+.2f} pts".replace("+0.00", "0.00").replace("-0.00", "0.00")
 
 

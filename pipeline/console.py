@@ -5,6 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from edgekd.paired import points
+
 
 def fmt_ms(ms: float | None) -> str:
     """A latency in the unit that reads best: µs below 1 ms, ms below 1 s, else s."""
@@ -23,7 +25,7 @@ def fmt_pct(fraction: float | None) -> str:
 
 def fmt_points(fraction: float | None) -> str:
     """A difference of two accuracies, in percentage points."""
-    return "-" if fraction is None else f"{100 * fraction:+.2f} pts"
+    return "-" if fraction is None else points(fraction)
 
 
 def stdout() -> Console:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from edgekd.pipeline.console import distillation_headline, fmt_ms, fmt_pct, fmt_points
+from edgekd.pipeline.reporting.plots import front_name
 from edgekd.pipeline.reporting.recommend import markdown_lines
 
 
@@ -29,7 +30,7 @@ def rows(report: dict) -> dict[str, list[dict]]:
                 "params": models.get(model, {}).get("params"), "macs": models.get(model, {}).get("macs"),
                 "p50": r["latency_ms"]["p50"], "p95": r["latency_ms"]["p95"], "ci": r["latency_ms"]["p50_ci95"],
                 "peak_rss_mb": r["peak_rss_mb"], "model_rss_mb": r.get("model_rss_mb", r.get("rss_increase_mb")),
-                "accuracy": r["accuracy"], "runtime": r["runtime"],
+                "accuracy": r["accuracy"], "n_eval": r.get("n_eval"), "runtime": r["runtime"],
                 "d_acc": r["accuracy"] - models["teacher"]["accuracy"],
                 "speedup": ref["latency_ms"]["p50"] / r["latency_ms"]["p50"] if ref else None,
                 "speedup_file": best["latency_ms"]["p50"] / r["latency_ms"]["p50"] if best else None,
@@ -67,8 +68,10 @@ def markdown(report: dict) -> str:
     for row in report.get("skipped", []):
         skipped.setdefault(row["target"], []).append(row)
     for target, lines in rows(report).items():
-        out += ["", f"## Target `{target}`", "",
-                "| artifact | format | precision | threads | size KiB | params | MACs | p50 (per-process range) | p95 | "
+        out += ["", f"## Target `{target}`", "", f"![accuracy vs p50 on {target}](plots/{front_name(target)})", ""]
+        for line in markdown_lines(report.get("recommendations", {}), target):
+            out += [line, ""]
+        out += ["| artifact | format | precision | threads | size KiB | params | MACs | p50 (per-process range) | p95 | "
                 "peak MB (model) | accuracy | Δ acc vs teacher | speed-up (vs eager) | size ratio (vs eager) |",
                 "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in lines:
@@ -87,7 +90,6 @@ def markdown(report: dict) -> str:
         if any(r["accuracy_on"] == "host" for r in lines):
             out.append("\nAccuracy marked (host) was measured on the host with the same file: the device's tool scores "
                        "nothing.")
-        out += markdown_lines(report.get("recommendations", {}), target)
     for t in report.get("targets", []):
         if t.get("status") not in (None, "ok"):
             out += ["", f"## Target `{t['target']}`: not measured", "",

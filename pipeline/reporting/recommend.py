@@ -37,6 +37,18 @@ def _judge(reference: dict, row: dict, max_drop: float) -> PairedDrop | str:
         return f"cannot be compared with the teacher's {reference['artifact']}: {exc}"
 
 
+def _against_fastest_teacher(rows: list[dict], artifacts: dict[str, dict], ship: dict) -> dict | None:
+    """What shipping the teacher's fastest exported file on this target would cost instead of `ship`."""
+    teacher = [r for r in rows if artifacts.get(r["artifact"], {}).get("model") == "teacher"]
+    if not teacher:
+        return None
+    fastest = min(teacher, key=lambda r: r["latency_ms"]["p50"])
+    return {"file": fastest["artifact"], "p50_ms": fastest["latency_ms"]["p50"],
+            "size_bytes": artifacts[fastest["artifact"]]["size_bytes"],
+            "speedup": fastest["latency_ms"]["p50"] / ship["latency_ms"]["p50"],
+            "size_ratio": artifacts[fastest["artifact"]]["size_bytes"] / artifacts[ship["artifact"]]["size_bytes"]}
+
+
 def recommend(report: dict, max_drop: float, budget_fails: set[tuple[str, str]] = frozenset()) -> dict[str, dict]:
     """{target: {ship, runner_up, why, excluded, reference, accuracy_check}} from the report's results.
 
@@ -71,6 +83,7 @@ def recommend(report: dict, max_drop: float, budget_fails: set[tuple[str, str]] 
             entry.update(ship=name, p50_ms=best["latency_ms"]["p50"], accuracy=best["accuracy"],
                          accuracy_check=check.to_dict(), accuracy_note=check.describe(),
                          throttled=bool(best.get("thermal", {}).get("throttled")))
+            entry["against_teacher_fastest"] = _against_fastest_teacher(rows, artifacts, best)
             if rest:
                 second_name, second, _ = rest[0]
                 lo_best, hi_best = best["latency_ms"]["p50_ci95"]
@@ -86,18 +99,25 @@ def recommend(report: dict, max_drop: float, budget_fails: set[tuple[str, str]] 
 
 
 def markdown_lines(recommendations: dict[str, dict], target: str) -> list[str]:
+    """The target's answer, first: which file to ship, what it costs against the teacher, and why."""
     rec = recommendations.get(target)
     if not rec:
         return []
+    ref = rec["reference"]
     if not rec["ship"]:
-        return ["", f"**File to ship on `{target}`: none qualifies** (within {100 * rec['reference']['max_drop']:.2f} "
-                    f"pts of the teacher's fp32 accuracy {fmt_pct(rec['reference']['accuracy'])})."]
-    lines = ["", f"**File to ship on `{target}`: {rec['ship']}** — p50 {fmt_ms(rec['p50_ms'])}"
-                 f"{' (measured while throttled)' if rec.get('throttled') else ''}, accuracy {fmt_pct(rec['accuracy'])} "
-                 f"(teacher fp32 {fmt_pct(rec['reference']['accuracy'])}, {rec['reference']['file']}).",
-             f"Accuracy against the teacher: {rec['accuracy_note']}."]
-    if rec["runner_up"]:
-        lines.append(f"Runner-up: {rec['why']}.")
-    for e in rec["excluded"][:5]:
-        lines.append(f"Not eligible: {e['artifact']}: {e['why']}.")
+        lines = [f"**File to ship on `{target}`: none qualifies** (within {100 * ref['max_drop']:.2f} pts of the "
+                 f"teacher's fp32 accuracy {fmt_pct(ref['accuracy'])})."]
+    else:
+        lines = [f"**File to ship on `{target}`: {rec['ship']}** — p50 {fmt_ms(rec['p50_ms'])}"
+                 f"{' (measured while throttled)' if rec.get('throttled') else ''}, accuracy {fmt_pct(rec['accuracy'])}."]
+        other = rec.get("against_teacher_fastest")
+        if other and other["file"] != rec["ship"]:
+            lines.append(f"Against the teacher's fastest file ({other['file']}, p50 {fmt_ms(other['p50_ms'])}, "
+                         f"{other['size_bytes'] / 1024:,.1f} KiB) it is {other['speedup']:.1f}x faster and "
+                         f"{other['size_ratio']:.1f}x smaller.")
+        lines.append(f"Accuracy against the teacher's fp32 {fmt_pct(ref['accuracy'])} ({ref['file']}): "
+                     f"{rec['accuracy_note']}.")
+        if rec["runner_up"]:
+            lines.append(f"Runner-up: {rec['why']}.")
+    lines += [f"Not eligible: {e['artifact']}: {e['why']}." for e in rec["excluded"][:5]]
     return lines

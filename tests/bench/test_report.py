@@ -8,7 +8,7 @@ import pytest
 
 from edgekd.pipeline.cli import main
 from edgekd.fileio import sha256_file
-from edgekd.pipeline.reporting.html import pareto
+from edgekd.pipeline.reporting.plots import pareto
 
 from tests.bench.test_agent import AGENT
 
