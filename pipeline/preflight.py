@@ -82,7 +82,7 @@ def _check_teacher_file(cfg: PipelineConfig, data: Dataset, exports: bool) -> li
 def _check_distillation(cfg: PipelineConfig, data: Dataset) -> list[str]:
     """Hint pairs that name real modules with pairable shapes; transfer classes that exist."""
     from edgekd.pipeline.training.bias import output_layer
-    from edgekd.pipeline.training.hints import Hints
+    from edgekd.pipeline.training.hints import build_hints
 
     problems = []
     t = cfg.distill.transfer
@@ -100,8 +100,7 @@ def _check_distillation(cfg: PipelineConfig, data: Dataset) -> list[str]:
                                                                             data.num_classes, dict(cfg.teacher.kwargs)))[0]
                        if cfg.teacher.checkpoint else
                        build_model(ModelSpec(cfg.teacher.arch, data.in_shape, data.num_classes, dict(cfg.teacher.kwargs))))
-            for handle in Hints(cfg.distill.hints, teacher, torch.from_numpy(data.x_train[:2])).attach(student):
-                handle.remove()
+            build_hints(cfg.distill.hints, student, teacher, torch.from_numpy(data.x_train[:2]))
     except (ModelError, DataError) as exc:
         problems.append(str(exc))
     return problems

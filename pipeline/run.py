@@ -8,7 +8,6 @@ setting re-runs bench and report only.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import platform
 import time
@@ -211,7 +210,7 @@ def _prepare_run_directory(layout: RunLayout, cfg: PipelineConfig, data, device)
         write_eval(data, layout.eval_set)
     if not layout.variant:
         root.data.update({
-            "run": cfg.run.name, "edgekd_version": __version__, "config_hash": sha256_json(dataclasses.asdict(cfg)),
+            "run": cfg.run.name, "edgekd_version": __version__, "config_hash": sha256_json(cfg.as_dict()),
             "environment": {"python": platform.python_version(), "torch": torch.__version__,
                             "machine": platform.machine(), "device": str(device), "threads": torch.get_num_threads()},
             "data": {**data.summary(), "fingerprint": data_hash},

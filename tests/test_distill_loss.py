@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from edgekd.pipeline.training.losses import kd_loss
+from edgekd.pipeline.training.losses.kd import kd_loss
 
 
 def _kl_two_class(t_logit: float, temperature: float) -> float:

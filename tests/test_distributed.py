@@ -50,14 +50,14 @@ def test_two_processes_train_and_rank_0_alone_writes_each_file_once(tmp_path):
 SOFT_TARGETS = """
 import sys, torch
 from edgekd.pipeline.distributed import Distributed
-from edgekd.pipeline.training.losses import Distillation
+from edgekd.pipeline.training.teacher_signal import TeacherSignal
 from edgekd.models import ModelSpec, build_model
 dist = Distributed.start("cpu")
 torch.manual_seed(0)
 teacher = build_model(ModelSpec("cnn", (1, 8, 8), 10, {"channels": [8, 16], "hidden": 32}))
-x, y = torch.randn(2500, 1, 8, 8), torch.randint(0, 10, (2500,))
-shared = Distillation(teacher, x, y, 4.0, 0.9, augmented=False, batch_size=1024, dist=dist).cached
-alone = Distillation(teacher, x, y, 4.0, 0.9, augmented=False, batch_size=1024).cached
+x = torch.randn(2500, 1, 8, 8)
+shared = TeacherSignal(teacher, x, augmented=False, batch_size=1024, dist=dist).cached
+alone = TeacherSignal(teacher, x, augmented=False, batch_size=1024).cached
 print(dist.rank, torch.equal(shared, alone), flush=True)
 dist.close()
 """

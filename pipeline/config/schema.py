@@ -87,8 +87,12 @@ class HintConfig:
 @dataclass(frozen=True)
 class DistillConfig:
     loss: str = "kd"  # a name in pipeline.training.losses.LOSSES
+    # shared by the losses that declare them (pipeline.training.losses.SHARED)
     temperature: float = 4.0
     alpha: float = 0.9  # weight of the soft (teacher) loss; 1 - alpha weighs the hard-label loss
+    # the chosen loss's other parameters, checked against its Params dataclass (which holds their defaults);
+    # left out of hashes and config.toml while empty, so adding it changed no existing run's hashes
+    loss_options: dict[str, Any] = field(default_factory=dict, metadata={"omit_empty": True})
     transfer_copies: int = 0  # jittered copies of the train split added to the transfer set
     transfer_jitter: int = 2  # ±pixels of those copies
     transfer: TransferConfig = TransferConfig()
@@ -101,6 +105,8 @@ class DistillConfig:
 @dataclass(frozen=True)
 class ExportConfig:
     models: tuple[str, ...] = ("student", "teacher")  # checkpoints to export: teacher, baseline, student
+    # names in export.formats.FORMATS, checked against the table itself when validated (_validate_export):
+    # a Literal built from it at import would miss a row added later and name each bad item separately
     formats: tuple[str, ...] = ("onnx", "onnx_int8", "tflite", "tflite_fp16", "tflite_int8")
     tflite_layout: Literal["nhwc", "nchw"] = "nhwc"
     calibration_samples: int = 256  # drawn from the train split, stratified by class
@@ -140,10 +146,30 @@ class PipelineConfig:
 
     def section(self, *names: str) -> dict[str, Any]:
         """The named sections as plain dicts: what a stage's config hash is computed from."""
-        return {n: dataclasses.asdict(getattr(self, n)) for n in names}
+        return {n: _plain(getattr(self, n)) for n in names}
+
+    def as_dict(self) -> dict[str, Any]:
+        """The whole config as plain dicts: what the run's config hash is computed from."""
+        return _plain(self)
 
     def to_toml(self) -> str:
-        return tomli_w.dumps(dataclasses.asdict(self))
+        return tomli_w.dumps(_plain(self))
+
+
+def _plain(config: Any) -> dict[str, Any]:
+    """`dataclasses.asdict`, less the fields marked {"omit_empty": True} while they are empty."""
+    out = dataclasses.asdict(config)
+    _drop_empty(config, out)
+    return out
+
+
+def _drop_empty(config: Any, out: dict[str, Any]) -> None:
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.metadata.get("omit_empty") and not value:
+            del out[f.name]
+        elif dataclasses.is_dataclass(value):
+            _drop_empty(value, out[f.name])
 
 
 def validate(cfg: PipelineConfig) -> list[str]:
@@ -164,10 +190,12 @@ def validate(cfg: PipelineConfig) -> list[str]:
         p.append(f"data.image_size = {list(cfg.data.image_size)}: expected [height, width] of positive integers")
     if cfg.distill.temperature <= 0:
         p.append(f"distill.temperature = {cfg.distill.temperature}: must be > 0 (Hinton et al. use 1-20)")
-    from edgekd.pipeline.training.losses import LOSSES
+    from edgekd.pipeline.training.losses import LOSSES, described, loss_params
 
     if cfg.distill.loss not in LOSSES:
-        p.append(f"distill.loss = {cfg.distill.loss!r}: unknown; valid: {', '.join(LOSSES)}")
+        p.append(f"distill.loss = {cfg.distill.loss!r}: unknown; valid: {described()}")
+    else:
+        p += loss_params(cfg.distill)[1]
     tr = cfg.distill.transfer
     if tr.omit_classes and tr.only_classes:
         p.append("distill.transfer: give omit_classes or only_classes, not both")

@@ -3,10 +3,9 @@ only, so that the distilled student is judged against the same inputs, epochs an
 from __future__ import annotations
 
 from edgekd.pipeline.stages.context import StageContext, StageResult, train_and_save, transfer_set
-from edgekd.pipeline.training.losses import LossInputs, make_loss
+from edgekd.pipeline.training.losses import CrossEntropy
 
 
 def train_baseline(ctx: StageContext) -> StageResult:
     x, y = transfer_set(ctx)
-    loss = make_loss("ce", LossInputs(x, y, None, 1.0, 0.0, augmented=bool(ctx.cfg.student.train.jitter)))
-    return train_and_save(ctx, "baseline", ctx.cfg.student, x, y, loss)
+    return train_and_save(ctx, "baseline", ctx.cfg.student, x, y, CrossEntropy())

@@ -19,7 +19,7 @@ from edgekd.pipeline.layout import RunLayout
 from edgekd.pipeline.progress import SilentProgress, TrainProgress
 from edgekd.pipeline.training.checkpoint import load_checkpoint, save_checkpoint
 from edgekd.pipeline.training.fit import FitResult, NonFiniteTraining, Resume, fit, jitter, predict
-from edgekd.pipeline.training.losses import Loss
+from edgekd.pipeline.training.teacher_signal import TeacherSignal
 
 log = logging.getLogger(__name__)
 
@@ -119,18 +119,20 @@ def evaluate(ctx: StageContext, model: nn.Module, spec: ModelSpec) -> dict:
             "n_test": len(y_test), "device": str(ctx.device)}
 
 
-def train_and_save(ctx: StageContext, name: str, model_cfg: ModelConfig, x: Tensor, y: Tensor, loss: Loss,
-                   finish: Callable[[nn.Module], dict] | None = None) -> StageResult:
-    """Train (resuming an interrupted run of the same stage), run `finish` on the trained model (it may
-    change it and returns metrics), evaluate on the test split, write `<name>.pt`."""
+def train_and_save(ctx: StageContext, name: str, model_cfg: ModelConfig, x: Tensor, y: Tensor, loss: nn.Module,
+                   finish: Callable[[nn.Module], dict] | None = None,
+                   teacher: TeacherSignal | None = None) -> StageResult:
+    """Train on `loss` (reading `teacher` when it distils; resuming an interrupted run of the same stage),
+    run `finish` on the trained model (it may change it and returns metrics), evaluate on the test
+    split, write `<name>.pt`."""
     model, spec = new_model(ctx, model_cfg)
     x_val, y_val = ctx.tensors("val")
     resume = Resume(ctx.layout.resume_file(name), ctx.resume_key)
     start = time.perf_counter()
     try:
-        result: FitResult = fit(model, x, y, loss, x_val=x_val, y_val=y_val, cfg=model_cfg.train,
-                                seed=training_seed(ctx, model_cfg), progress=ctx.progress(name), resume=resume,
-                                dist=ctx.dist, amp=ctx.cfg.run.amp)
+        result: FitResult = fit(model, x=x, y=y, loss=loss, teacher=teacher, x_val=x_val, y_val=y_val,
+                                cfg=model_cfg.train, seed=training_seed(ctx, model_cfg), progress=ctx.progress(name),
+                                resume=resume, dist=ctx.dist, amp=ctx.cfg.run.amp)
     except NonFiniteTraining as exc:
         role = "teacher" if name == "teacher" else "student"
         raise NonFiniteTraining(f"{name} ({role}.arch = {model_cfg.arch!r}): {exc}") from None
@@ -144,7 +146,7 @@ def train_and_save(ctx: StageContext, name: str, model_cfg: ModelConfig, x: Tens
                "val_accuracy_last": result.history[-1]["val_accuracy"] if result.history else None,
                "best_epoch": result.best_epoch, "resumed_from_epoch": result.resumed_from, "train_samples": len(x),
                "train_seconds": round(train_seconds, 3),
-               "epoch_seconds_median": round(statistics.median(result.epoch_seconds), 4), **loss.metrics()}
+               "epoch_seconds_median": round(statistics.median(result.epoch_seconds), 4), **result.facts}
     path = ctx.layout.checkpoint(name)
     save_checkpoint(path, model.cpu(), spec)
     resume.path.unlink(missing_ok=True)

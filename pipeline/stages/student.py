@@ -1,5 +1,8 @@
 """The student stage: distil teacher.pt into the student architecture (loss `distill.loss`); write student.pt.
 
+The training loop reads the teacher through a TeacherSignal (cached logits, or a pass per augmented
+batch, and hint features); the loss itself never sees the teacher.
+
 When the transfer set lacks classes, the output biases of those classes are raised afterwards by the
 amount that maximises validation accuracy (`distill.bias_correction`), and the corrected biases are
 what student.pt and every exported file carry.
@@ -11,15 +14,18 @@ from torch import nn
 from edgekd.pipeline.stages.context import StageContext, StageResult, train_and_save, transfer_classes, transfer_set
 from edgekd.pipeline.training import bias
 from edgekd.pipeline.training.fit import predict
-from edgekd.pipeline.training.losses import LossInputs, make_loss
+from edgekd.pipeline.training.losses import make_loss
+from edgekd.pipeline.training.teacher_signal import TeacherSignal
 
 
 def train_student(ctx: StageContext) -> StageResult:
     cfg = ctx.cfg
-    teacher = ctx.load_checkpoint("teacher")
     x, y = transfer_set(ctx)
-    inputs = LossInputs(x, y, teacher.to(ctx.device).eval(), cfg.distill.temperature, cfg.distill.alpha,
-                        augmented=bool(cfg.student.train.jitter), hints=cfg.distill.hints, dist=ctx.dist)
+    loss = make_loss(cfg.distill)
+    teacher = None
+    if loss.uses_teacher:
+        teacher = TeacherSignal(ctx.load_checkpoint("teacher").to(ctx.device), x,
+                                augmented=bool(cfg.student.train.jitter), hints=cfg.distill.hints, dist=ctx.dist)
     missing = [c for c in range(ctx.data.num_classes) if c not in transfer_classes(ctx)]
 
     def finish(model: nn.Module) -> dict:
@@ -27,4 +33,4 @@ def train_student(ctx: StageContext) -> StageResult:
         if missing and cfg.distill.bias_correction == "auto" and ctx.leader:
             facts |= bias.correct(model, missing, ctx.tensors("val"), ctx.tensors("test"), ctx.data.num_classes, predict)
         return facts
-    return train_and_save(ctx, "student", cfg.student, x, y, make_loss(cfg.distill.loss, inputs), finish)
+    return train_and_save(ctx, "student", cfg.student, x, y, loss, finish, teacher)

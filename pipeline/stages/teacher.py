@@ -9,7 +9,7 @@ from edgekd.fileio import sha256_file
 from edgekd.models import ModelSpec
 from edgekd.pipeline.stages.context import StageContext, StageResult, evaluate, train_and_save
 from edgekd.pipeline.training.checkpoint import read_teacher, save_checkpoint, save_program_checkpoint
-from edgekd.pipeline.training.losses import LossInputs, make_loss
+from edgekd.pipeline.training.losses import CrossEntropy
 
 log = logging.getLogger(__name__)
 
@@ -18,8 +18,7 @@ def train_teacher(ctx: StageContext) -> StageResult:
     if ctx.cfg.teacher.checkpoint:
         return bring_teacher(ctx, Path(ctx.cfg.teacher.checkpoint))
     x, y = ctx.tensors("train")
-    loss = make_loss("ce", LossInputs(x, y, None, 1.0, 0.0, augmented=bool(ctx.cfg.teacher.train.jitter)))
-    return train_and_save(ctx, "teacher", ctx.cfg.teacher, x, y, loss)
+    return train_and_save(ctx, "teacher", ctx.cfg.teacher, x, y, CrossEntropy())
 
 
 def bring_teacher(ctx: StageContext, source: Path) -> StageResult:

@@ -15,6 +15,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,11 @@ from edgekd.errors import CheckFailed, MissingDependency
 from edgekd.fileio import write_bytes
 from edgekd.pipeline.config import TrainConfig
 from edgekd.pipeline.progress import SilentProgress, TrainProgress
-from edgekd.pipeline.training.losses import Loss
+from edgekd.pipeline.training.hints import HintLoss, Tap, build_hints
+from edgekd.pipeline.training.teacher_signal import TeacherSignal
+
+if TYPE_CHECKING:
+    from edgekd.pipeline.distributed import Distributed
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +41,7 @@ class FitResult:
     val_accuracy: float
     history: list[dict] = field(default_factory=list)
     resumed_from: int = 0  # the epoch an interrupted run had finished, 0 when trained from the start
+    facts: dict = field(default_factory=dict)  # the loss's parameters, the teacher signal's and hints' facts
 
     @property
     def epoch_seconds(self) -> list[float]:
@@ -99,7 +105,7 @@ class NonFiniteTraining(CheckFailed):
     """The loss or the logits became NaN or infinite: the trained weights would be meaningless."""
 
 
-def _rng_states(gen: torch.Generator, dist) -> list[dict]:
+def _rng_states(gen: torch.Generator, dist: Distributed | None) -> list[dict]:
     """Every process's random state, by rank: its jitter generator and torch's global generator.
     Under DDP each rank's differ (each jitters its own shard), so all are gathered to rank 0, which
     alone writes them; a resumed rank restores its own."""
@@ -116,7 +122,7 @@ def _save_state(resume: Resume, epoch: int, modules: list[nn.Module], opt, sched
     write_bytes(resume.path, buf.getvalue())
 
 
-def _restore_rngs(saved: dict, gen: torch.Generator, dist) -> None:
+def _restore_rngs(saved: dict, gen: torch.Generator, dist: Distributed | None) -> None:
     """This rank's own random state from a resume state (one written before per-rank states: rank 0's)."""
     ranks = saved.get("ranks") or [{"generator": saved["generator"], "torch_rng": saved["torch_rng"]}]
     rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
@@ -150,7 +156,7 @@ def _load_state(resume: Resume | None) -> dict | None:
     return state
 
 
-def _epoch_order(n: int, gen: torch.Generator, seed: int, epoch: int, dist) -> Tensor:
+def _epoch_order(n: int, gen: torch.Generator, seed: int, epoch: int, dist: Distributed | None) -> Tensor:
     """This process's sample order for one epoch: a seeded permutation, or under DDP this rank's share
     of it from a DistributedSampler (set_epoch reshuffles every epoch)."""
     if dist is None:
@@ -162,17 +168,28 @@ def _epoch_order(n: int, gen: torch.Generator, seed: int, epoch: int, dist) -> T
     return torch.tensor(list(sampler))
 
 
-def fit(model: nn.Module, x: Tensor, y: Tensor, loss: Loss, *, x_val: Tensor, y_val: Tensor,
-        cfg: TrainConfig, seed: int, progress: TrainProgress | None = None, resume: Resume | None = None,
-        dist=None, amp: bool = False) -> FitResult:
+def _facts(loss: nn.Module, teacher: TeacherSignal | None, hints: HintLoss | None, history: list[dict]) -> dict:
+    """What the loss, the teacher signal and the hint terms add to the trained model's metrics."""
+    out = asdict(loss.params)
+    if teacher is not None:
+        out |= teacher.facts()
+    if hints is not None:
+        out["hints"] = hints.facts([h["hint_loss"] for h in history if "hint_loss" in h])
+    return out
+
+
+def fit(model: nn.Module, *, x: Tensor, y: Tensor, loss: nn.Module, teacher: TeacherSignal | None = None,
+        x_val: Tensor, y_val: Tensor, cfg: TrainConfig, seed: int, progress: TrainProgress | None = None,
+        resume: Resume | None = None, dist: Distributed | None = None, amp: bool = False) -> FitResult:
     """Train `model` in place on (x, y) and leave it holding the weights of its best validation epoch.
 
     Args:
         model: the network, already on x's device.
-        x, y: training inputs and labels (y drives only the reported train accuracy; `loss` receives
-            sample indices so it can look up labels or cached teacher outputs itself).
-        loss: what to minimise; its own modules (e.g. a hint regressor) train alongside the model and
-            its forward hooks are attached for the duration of training.
+        x, y: training inputs and labels.
+        loss: what to minimise, `loss(student_logits, teacher_logits, labels)` per batch (a module of
+            pipeline.training.losses; `params` holds its parameters).
+        teacher: the teacher's logits and hint features per batch, for a loss that uses them; with hint
+            pairs, their regressors train alongside the model (and are dropped afterwards).
         x_val, y_val: the validation split for model selection and early stopping.
         cfg: optimizer, schedule, epochs, batch size, jitter, patience.
         seed: seeds shuffling and jitter, so a run is reproducible.
@@ -186,8 +203,11 @@ def fit(model: nn.Module, x: Tensor, y: Tensor, loss: Loss, *, x_val: Tensor, y_
     leader = dist is None or dist.leader
     progress = progress if progress and leader else SilentProgress()
     gen = torch.Generator().manual_seed(seed + 1_000_003 * (dist.rank if dist else 0))  # jitter differs per rank
-    handles = loss.attach(model)  # first: a loss may build its own modules from the model's features
-    modules = [model, *loss.modules()]
+    hints = None
+    if teacher is not None and teacher.hints:  # first: the regressors' sizes come from both models' features
+        hints = build_hints(teacher.hints, model, teacher.model, x[:2])
+    student_tap = Tap(model, [h.student for h in hints.pairs], "student") if hints else None
+    modules = [model, *([hints.regressors] if hints else [])]
     opt = _optimizer([p for m in modules for p in m.parameters() if p.requires_grad], cfg)
     net = model
     if dist is not None:
@@ -228,12 +248,18 @@ def fit(model: nn.Module, x: Tensor, y: Tensor, loss: Loss, *, x_val: Tensor, y_
             start = time.perf_counter()
             order = _epoch_order(len(x), gen, seed, epoch, dist).to(x.device)
             loss_sum, correct = torch.zeros((), device=x.device), torch.zeros((), device=x.device)
+            hint_sum = 0.0
             for step in range(steps_per_epoch):
                 idx = order[step * batch:(step + 1) * batch]
                 xb = jitter(x[idx], cfg.jitter, gen)
                 with torch.autocast(x.device.type, dtype=torch.float16, enabled=amp):
                     logits = net(xb)
-                    value = loss(logits, xb, idx)
+                    signal = teacher.batch(xb, idx) if teacher is not None else None
+                    value = loss(logits, signal.logits if signal else None, y[idx])
+                    if hints is not None:
+                        hint = hints(student_tap.outputs, signal.features)
+                        hint_sum += float(hint.detach()) * len(idx)
+                        value = value + hint
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(value).backward()
                 if dist is not None:
@@ -265,6 +291,8 @@ def fit(model: nn.Module, x: Tensor, y: Tensor, loss: Loss, *, x_val: Tensor, y_
                 raise _non_finite("model's outputs on the validation split", epoch)
             stats = {"epoch": epoch, "loss": loss_sum.item() / len(order), "train_accuracy": correct.item() / len(order),
                      "val_accuracy": val_acc, "seconds": seconds, "samples_per_s": len(x) / seconds}
+            if hints is not None:  # this process's samples: under DDP, rank 0's share
+                stats["hint_loss"] = round(hint_sum / len(order), 6)
             result.history.append(stats)
             progress.epoch_end(stats)
             log.debug("epoch %d: %s", epoch, stats)
@@ -284,8 +312,9 @@ def fit(model: nn.Module, x: Tensor, y: Tensor, loss: Loss, *, x_val: Tensor, y_
             if stop:
                 break
     finally:
-        for handle in handles:
-            handle.remove()
+        if student_tap is not None:
+            student_tap.remove()
         progress.close()
     model.load_state_dict(best_state)
+    result.facts = _facts(loss, teacher, hints, result.history)
     return result

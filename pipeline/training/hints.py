@@ -3,6 +3,9 @@ teacher layer, named by module path (FitNets, Romero et al. 2015). The student's
 through a learned regressor (a 1x1 convolution, or a linear layer for flat features) that belongs
 to the loss, not to the model, so exported files never contain it. Spatial sizes are matched by
 average pooling the larger map to the smaller.
+
+The training loop taps the student (`Tap`), the teacher signal taps the teacher, and `HintLoss` is a
+pure function of the two lists of features.
 """
 from __future__ import annotations
 
@@ -59,41 +62,46 @@ def _match(s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     return s, t
 
 
-class Hints:
-    """The hint terms of a distillation loss: hooks on both models, one regressor per pair."""
+class Tap:
+    """The latest output of each named module of one model, kept by forward hooks until `remove`."""
 
-    def __init__(self, hints, teacher: nn.Module, sample: Tensor):
-        self.hints, self.teacher, self.sample = list(hints), teacher, sample[:2]
-        self.regressors = nn.ModuleList()
-        self.student_out: dict[int, Tensor] = {}
-        self.teacher_out: dict[int, Tensor] = {}
-        self.history: list[float] = []  # mean hint loss per epoch (weights applied)
+    def __init__(self, model: nn.Module, paths: list[str], role: str):
+        self.outputs: list[Tensor | None] = [None] * len(paths)
+        self._handles = [module_at(model, path, role).register_forward_hook(
+            lambda m, i, out, k=k: self.outputs.__setitem__(k, out)) for k, path in enumerate(paths)]
 
-    def attach(self, student: nn.Module) -> list:
-        """Probe both models' feature shapes, build the regressors (without touching the global RNG),
-        and hook the student; the teacher is hooked for the duration of each teacher pass."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            for h in self.hints:
-                s_shape = _probe(student, self.sample, h.student, "student")
-                t_shape = _probe(self.teacher, self.sample, h.teacher, "teacher")
-                self.regressors.append(regressor_for(s_shape, t_shape, h.student, h.teacher).to(self.sample.device))
-        return [module_at(student, h.student, "student").register_forward_hook(
-            lambda m, i, out, k=k: self.student_out.__setitem__(k, out)) for k, h in enumerate(self.hints)]
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
 
-    def teacher_features(self, inputs: Tensor) -> None:
-        handles = [module_at(self.teacher, h.teacher, "teacher").register_forward_hook(
-            lambda m, i, out, k=k: self.teacher_out.__setitem__(k, out)) for k, h in enumerate(self.hints)]
-        try:
-            with torch.no_grad():
-                self.teacher(inputs)
-        finally:
-            for handle in handles:
-                handle.remove()
 
-    def loss(self) -> Tensor:
+class HintLoss(nn.Module):
+    """The hint terms: Σ weight·MSE(regressor(student feature), teacher feature) over the pairs."""
+
+    def __init__(self, pairs, regressors: nn.ModuleList):
+        super().__init__()
+        self.pairs, self.regressors = list(pairs), regressors
+
+    def forward(self, student_features: list[Tensor], teacher_features: list[Tensor]) -> Tensor:
         total = 0.0
-        for k, h in enumerate(self.hints):
-            s, t = _match(self.student_out[k], self.teacher_out[k])
+        for k, h in enumerate(self.pairs):
+            s, t = _match(student_features[k], teacher_features[k])
             total = total + h.weight * F.mse_loss(self.regressors[k](s), t)
         return total
+
+    def facts(self, loss_by_epoch: list[float]) -> dict:
+        return {"pairs": [vars(h) for h in self.pairs], "loss_by_epoch": loss_by_epoch,
+                "regressor_params": sum(p.numel() for p in self.regressors.parameters())}
+
+
+def build_hints(pairs, student: nn.Module, teacher: nn.Module, sample: Tensor) -> HintLoss:
+    """Probe both models' feature shapes on `sample` and build one regressor per pair, without touching
+    the global RNG; ModelError names a module path that does not exist or shapes that cannot pair."""
+    regressors = nn.ModuleList()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        for h in pairs:
+            s_shape = _probe(student, sample, h.student, "student")
+            t_shape = _probe(teacher, sample, h.teacher, "teacher")
+            regressors.append(regressor_for(s_shape, t_shape, h.student, h.teacher).to(sample.device))
+    return HintLoss(pairs, regressors)
