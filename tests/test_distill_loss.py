@@ -5,6 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from edgekd.pipeline.config import DistillConfig
+from edgekd.pipeline.training.losses import LOSSES, make_loss
 from edgekd.pipeline.training.losses.kd import kd_loss
 
 
@@ -61,3 +63,14 @@ def test_kd_mixes_soft_and_hard_terms_with_alpha():
     got = kd_loss(student, teacher, labels, temperature=t, alpha=alpha).item()
     assert got == pytest.approx(alpha * soft + (1 - alpha) * hard, rel=1e-5)
     assert kd_loss(student, teacher, labels, t, alpha=0.0).item() == pytest.approx(hard, rel=1e-6)
+
+
+def test_the_kd_row_is_the_formula_with_the_configs_temperature_and_alpha():
+    # the module distill.loss = "kd" builds, at T=2 and alpha=0.25, on the hand values above:
+    # 0.25 x 0.1453631 (soft, T² x KL) + 0.75 x ln 2 (hard: the student is uniform over two classes)
+    loss = make_loss(DistillConfig(loss="kd", temperature=2.0, alpha=0.25))
+    assert isinstance(loss, LOSSES["kd"]) and (loss.params.temperature, loss.params.alpha) == (2.0, 0.25)
+    student, teacher = torch.zeros(1, 2), torch.tensor([[math.log(3.0), 0.0]])
+    got = loss(student, teacher, torch.tensor([0])).item()
+    assert got == pytest.approx(0.25 * 0.1453631 + 0.75 * math.log(2.0), abs=1e-6)
+    assert LOSSES["ce"]()(student, None, torch.tensor([1])).item() == pytest.approx(math.log(2.0), abs=1e-7)
