@@ -12,12 +12,18 @@ import shlex
 import shutil
 import statistics
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
-from edgekd.bench.agent import (SCHEMA, AgentError, Deadline, Job, median_interval, run_process, sha256_file,
-                                worker_command)
+from edgekd.bench.agent.jobs import SCHEMA, Job, worker_command
+from edgekd.bench.agent.limits import Deadline
+from edgekd.bench.agent.processes import run_process
+from edgekd.bench.agent.stats import median_interval
+from edgekd.bench.kinds import Kind
 from edgekd.bench.targets import BenchOptions, Call, artifact_name, last_line
+from edgekd.errors import AgentError
+from edgekd.fileio import sha256_file
 
 RUNTIME = "tflite benchmark_model"  # the runtime its rows name: it keeps per-process medians, no samples
 _COUNT = re.compile(r"count=(\d+)((?:[ \t]+\w+=[-\d.e+]+)*)")  # one line: \s would run into the next
@@ -94,6 +100,20 @@ def combine_runs(runs: list[dict]) -> dict:
             "n": sum(t["count"] for t in timed), "p50_ci95": [lo, hi], "p50_ci_coverage": round(coverage, 4),
             "process_p50": p50s, "processes": len(runs),
             "p50_from": "median" if all("median" in t for t in timed) else "avg (this benchmark_model prints no median)"}
+
+
+@dataclass(frozen=True)
+class ADBTargetConfig:
+    kind: Literal["adb"] = "adb"
+    serial: str = ""  # optional when one device is attached
+    benchmark_binary: str = ""  # TFLite's benchmark_model for the phone's ABI
+    use_xnnpack: tuple[bool, ...] = (True,)  # [true, false] measures with and without the delegate
+    warmup_runs: int = 20
+    num_runs: int = 200
+    adb: str = "adb"
+    threads: tuple[int, ...] = ()
+    processes: int = 0
+    timeout_s: float = 600.0
 
 
 class ADBTarget:
@@ -195,3 +215,17 @@ class ADBTarget:
                 self._shell(f"rm -rf {shlex.quote(remote)}", timeout=30, limited=False)  # also after the deadline
             except AgentError:
                 pass
+
+
+def _check(where: str, t: ADBTargetConfig) -> list[str]:
+    if not t.benchmark_binary:
+        return [f"{where}: kind 'adb' needs benchmark_binary, the path of TFLite's benchmark_model for the phone"]
+    return []
+
+
+def _build(name: str, t: ADBTargetConfig, options: BenchOptions) -> ADBTarget:
+    return ADBTarget(name, t.benchmark_binary, serial=t.serial, options=options, use_xnnpack=t.use_xnnpack,
+                     warmup_runs=t.warmup_runs, num_runs=t.num_runs, adb=t.adb)
+
+
+KIND = Kind(ADBTargetConfig, _build, _check)

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from edgekd.bench.agent import AgentError, Deadline, Job
+from edgekd.bench.agent.jobs import Job
+from edgekd.bench.agent.limits import Deadline
+from edgekd.errors import AgentError
 
 
 @dataclass

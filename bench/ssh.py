@@ -14,26 +14,16 @@ import socket
 import subprocess
 import tarfile
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
-from edgekd.bench.agent import AgentError, Deadline, Job
+from edgekd.bench.agent.jobs import Job
+from edgekd.bench.agent.limits import Deadline
+from edgekd.bench.agent.runtimes import RUNTIMES, any_runtime, install_hint, probe_source
+from edgekd.bench.kinds import Kind
 from edgekd.bench.targets import BenchOptions, Call, agent_args, json_document, last_line, merge_documents, stage
-
-PROBE = """
-import json, sys
-found = {"python": sys.version.split()[0]}
-def version(name):
-    try:
-        module = __import__(name)
-        return getattr(module, "__version__", "unknown")
-    except Exception:
-        return None
-found["numpy"] = version("numpy")
-found["tflite"] = version("ai_edge_litert") and "ai_edge_litert" or version("tflite_runtime") and "tflite_runtime"
-found["onnx"] = version("onnxruntime")
-print(json.dumps(found))
-"""
+from edgekd.errors import AgentError
 
 
 def is_this_machine(host: str) -> bool:
@@ -76,6 +66,18 @@ def shares_this_cpu(host: str, args: list[str]) -> bool:
     return is_this_machine(config.get("hostname", host))
 
 
+@dataclass(frozen=True)
+class SSHTargetConfig:
+    kind: Literal["ssh"] = "ssh"
+    host: str = ""  # [user@]host, as for the ssh command (~/.ssh/config applies)
+    port: int | None = None  # None: what ssh chooses (~/.ssh/config's Port for the host, else 22)
+    python: str = "python3"  # the device's Python with numpy and a runtime
+    ssh_options: tuple[str, ...] = ()  # extra ssh arguments, e.g. ["-i", "~/.ssh/pi_key"]
+    threads: tuple[int, ...] = ()
+    processes: int = 0
+    timeout_s: float = 600.0
+
+
 class SSHTarget:
     kind = "ssh"
 
@@ -113,16 +115,16 @@ class SSHTarget:
         return proc.stdout
 
     def prepare(self) -> None:
-        probe = self._ssh(f"{shlex.quote(self.python)} -c {shlex.quote(PROBE)}")
+        probe = self._ssh(f"{shlex.quote(self.python)} -c {shlex.quote(probe_source())}")
         found = json_document(probe.strip().splitlines()[-1] if probe.strip() else "",
                               f"target {self.name}: the answer of {self.python} on {self.host} to the runtime probe")
-        pip = f"{self.python} -m pip install numpy ai-edge-litert onnxruntime"
+        pip = f"{self.python} -m pip install {install_hint()}"
         if not found.get("numpy"):
             raise AgentError(f"target {self.name}: {self.host}'s Python {found.get('python')} has no numpy; on the "
                              f"device run: {pip}", 3)
-        if not found.get("tflite") and not found.get("onnx"):
-            raise AgentError(f"target {self.name}: {self.host} has no runtime (ai-edge-litert, tflite-runtime or "
-                             f"onnxruntime); on the device run: {pip}", 3)
+        if not any(found.get(runtime) for runtime in RUNTIMES):
+            raise AgentError(f"target {self.name}: {self.host} has no runtime ({any_runtime()}); on the device run: "
+                             f"{pip}", 3)
         self.remote_dir = self._ssh("mktemp -d /tmp/edgekd-XXXXXXXX").strip()
 
     def run(self, files: list[Path], eval_path: Path, extra_jobs: list[Job] = (),
@@ -138,7 +140,7 @@ class SSHTarget:
         for threads in self.options.threads:
             out = f"result-{threads}.json"
             args = " ".join(shlex.quote(a) for a in agent_args(models, eval_rel, self.options, threads, self.name))
-            self._ssh(f"cd {where} && {shlex.quote(self.python)} agent.py {args} -o {out}", timeout=None)
+            self._ssh(f"cd {where} && {shlex.quote(self.python)} agent.pyz {args} -o {out}", timeout=None)
             documents.append(json_document(self._ssh(f"cat {where}/{out}"), f"target {self.name}: the agent's {out}"))
         return merge_documents(self.name, documents)
 
@@ -150,3 +152,19 @@ class SSHTarget:
                 self._ssh(f"rm -rf {shlex.quote(remote)}", timeout=30, limited=False)  # also after the deadline
             except AgentError:
                 pass  # the host went away: nothing more to clean from here
+
+
+def _check(where: str, t: SSHTargetConfig) -> list[str]:
+    p = []
+    if t.port is not None and not 1 <= t.port <= 65535:
+        p.append(f"{where}.port = {t.port}: a TCP port in 1..65535, or leave it out to use ~/.ssh/config's")
+    if not t.host:
+        p.append(f"{where}: kind 'ssh' needs host, e.g. host = \"pi@raspberrypi.local\"")
+    return p
+
+
+def _build(name: str, t: SSHTargetConfig, options: BenchOptions) -> SSHTarget:
+    return SSHTarget(name, t.host, t.port, t.python, options, t.ssh_options)
+
+
+KIND = Kind(SSHTargetConfig, _build, _check)

@@ -1,5 +1,7 @@
 """Where benchmarks run. A target measures model files with the agent and returns the agent's bench
-document (schema edgekd.bench/1: results and skipped rows); `TARGET_KINDS` is the registry.
+document (schema edgekd.bench/1: results and skipped rows). Each kind's module declares its table and
+how its target is built (`KIND`); bench/kinds.py lists the kinds. This module: what targets share, and
+the `command` kind.
 
     target.prepare()                      # check the device answers and has a runtime (AgentError exit 3 if not)
     document = target.run(files, eval_path)
@@ -22,12 +24,14 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Literal, Protocol
 
-from edgekd.bench import agent
-from edgekd.bench.agent import BENCH_SCHEMA, AgentError, Deadline, Job, Timing, model_job, run_jobs, skipped_rows
-
-AGENT = Path(agent.__file__).resolve()
+from edgekd.bench.agent import pyz
+from edgekd.bench.agent.jobs import BENCH_SCHEMA, Job
+from edgekd.bench.agent.limits import Deadline
+from edgekd.bench.agent.worker import Timing
+from edgekd.bench.kinds import Kind
+from edgekd.errors import AgentError
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,7 @@ def stage(files: list[Path], eval_path: Path, into: Path) -> tuple[list[str], st
     """Copy the agent, the models (with sidecars, under their run names) and the eval set into `into`;
     return the models' and the eval set's paths relative to it."""
     into.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(AGENT, into / "agent.py")
+    pyz.build(into / "agent.pyz")
     names = []
     for f in files:
         name = artifact_name(f)
@@ -153,31 +157,16 @@ def last_line(text: str) -> str:
     return lines[-1].removeprefix("error: ") if lines else ""
 
 
-class LocalTarget:
-    """This machine: the agent's workers run as local processes, beside the host's eager jobs."""
-
-    kind = "local"
-    shares_cpu = True
-
-    def __init__(self, name: str = "local", options: BenchOptions = BenchOptions()):
-        self.name, self.options = name, options
-        self.deadline = Deadline(options.timeout_s)
-
-    def prepare(self) -> None:
-        pass
-
-    def run(self, files: list[Path], eval_path: Path, extra_jobs: list[Job] = (),
-            progress: Callable[[str], None] | None = None) -> dict:
-        o, documents = self.options, []
-        for threads in o.threads:
-            jobs = [model_job(f, eval_path, threads, o.timing) for f in files]
-            jobs += [job for job in extra_jobs if threads == o.threads[0]]  # eager rows: once, at the first count
-            documents.append({"results": run_jobs(jobs, o.processes, self.name, progress, deadline=self.deadline),
-                              "skipped": skipped_rows(jobs)})
-        return merge_documents(self.name, documents)
-
-    def cleanup(self) -> None:
-        pass
+@dataclass(frozen=True)
+class CommandTargetConfig:
+    kind: Literal["command"] = "command"
+    prefix: tuple[str, ...] = ()  # runs `*prefix agent.pyz ...`: ["chroot", "/srv/pi-root", "/opt/agent/bin/python"]
+    stage_dir: str = ""  # where the files are copied (a fresh directory under it; default: a temporary one)
+    stage_dir_inside: str = ""  # the same directory as the command sees it (default: stage_dir)
+    shares_cpu: bool = True  # false for a prefix that runs elsewhere (srun, ssh)
+    threads: tuple[int, ...] = ()
+    processes: int = 0
+    timeout_s: float = 1800.0
 
 
 class CommandTarget:
@@ -216,7 +205,7 @@ class CommandTarget:
         for threads in self.options.threads:
             out = f"result-{threads}.json"
             args = agent_args([f"{inside}/{m}" for m in models], f"{inside}/{eval_rel}", self.options, threads, self.name)
-            proc = self.call([*self.prefix, f"{inside}/agent.py", *args, "-o", f"{inside}/{out}"],
+            proc = self.call([*self.prefix, f"{inside}/agent.pyz", *args, "-o", f"{inside}/{out}"],
                              deadline=self.deadline)
             if proc.returncode != 0:
                 raise AgentError(f"target {self.name}: {last_line(proc.stderr) or f'exit code {proc.returncode}'}",
@@ -231,9 +220,17 @@ class CommandTarget:
             self.workdir = None
 
 
-def target_kinds() -> dict[str, type]:
-    """The registry of target kinds (ssh and adb live in their own modules)."""
-    from edgekd.bench.adb import ADBTarget
-    from edgekd.bench.ssh import SSHTarget
+def _check(where: str, t: CommandTargetConfig) -> list[str]:
+    p = []
+    if not t.prefix:
+        p.append(f"{where}: kind 'command' needs prefix, e.g. prefix = [\"chroot\", \"/srv/pi-root\", \"python3\"]")
+    if t.stage_dir_inside and not t.stage_dir:
+        p.append(f"{where}: stage_dir_inside needs stage_dir (the same directory as this machine sees it)")
+    return p
 
-    return {"local": LocalTarget, "ssh": SSHTarget, "adb": ADBTarget, "command": CommandTarget}
+
+def _build(name: str, t: CommandTargetConfig, options: BenchOptions) -> CommandTarget:
+    return CommandTarget(name, t.prefix, options, t.stage_dir, t.stage_dir_inside, t.shares_cpu)
+
+
+KIND = Kind(CommandTargetConfig, _build, _check)

@@ -1,4 +1,4 @@
-"""Fidelity, stability and cost of bench/agent.py against LiteRT's own benchmark tool, in one run.
+"""Fidelity, stability and cost of the agent (edgekd.bench.agent) against LiteRT's own benchmark tool, in one run.
 
     python benchmarks/agent_fidelity.py runs/mnist5k/export/teacher.tflite runs/mnist5k/export/teacher.int8.tflite \
         --eval runs/mnist5k/data/eval.npz --threads 1
@@ -19,14 +19,14 @@ import tempfile
 import time
 from pathlib import Path
 
-AGENT = Path(__file__).resolve().parents[1] / "bench" / "agent.py"
+AGENT = [sys.executable, "-m", "edgekd.bench.agent"]
 
 
 def agent_p50(model: Path, eval_path: Path, threads: int) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "r.json"
         start = time.perf_counter()
-        subprocess.run([sys.executable, str(AGENT), str(model), "--eval", str(eval_path), "--threads", str(threads),
+        subprocess.run([*AGENT, str(model), "--eval", str(eval_path), "--threads", str(threads),
                         "-o", str(out)], check=True, capture_output=True)
         return json.loads(out.read_text())["results"][0]["latency_ms"]["p50"], time.perf_counter() - start
 

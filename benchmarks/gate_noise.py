@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgekd.bench.agent import Job, Timing, run_jobs, worker_command
+from edgekd.bench.agent.jobs import Job, run_jobs, worker_command
+from edgekd.bench.agent.worker import Timing
 from edgekd.export.formats import ExportOptions
 from edgekd.export.driver import export_model
 from edgekd.models import ModelSpec, build_model

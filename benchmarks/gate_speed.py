@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from edgekd.bench.agent import combine_latency
+from edgekd.bench.agent.stats import combine_latency
 from edgekd.pipeline.reporting.budgets import Budget, Regression
 from edgekd.pipeline.reporting.gate import check, check_regression
 

@@ -1,5 +1,6 @@
 """Every exception edgekd raises for a user to read. One base class carries the exit code from the
 exit-code contract; the CLI prints the message (no traceback without --debug) and exits with it.
+Standard library only: it ships inside the benchmark agent's zipapp (edgekd.bench.agent.pyz).
 
     0 success; 1 a check failed; 2 bad input or usage; 3 the environment lacks something.
 """
@@ -61,3 +62,12 @@ class MissingDependency(EdgekdError):
 
 class BudgetError(EdgekdError):
     """A budgets file or a report given to the gate is malformed; the message names the line and key."""
+
+
+class AgentError(EdgekdError):
+    """The benchmark agent could not measure (bad input 2, a failed or timed-out measurement 1, a runtime
+    or device missing 3): each raise names its exit code, since the agent's workers pass theirs on."""
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code

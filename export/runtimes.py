@@ -1,6 +1,6 @@
 """Run an exported file with its own runtime on float32 NCHW inputs and return float32 logits.
 
-Parity uses the benchmark agent's own runners (bench/agent.py), so the accuracy the export stage
+Parity uses the benchmark agent's own runners (edgekd.bench.agent.runtimes), so the accuracy the export stage
 records and the accuracy the agent measures on a device come from the same code: int8 inputs are
 quantized and outputs dequantized with the file's (scale, zero_point), one sample at a time.
 """
@@ -10,32 +10,32 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.bench.agent import AgentError, ONNXRunner, TFLiteRunner
-from edgekd.errors import ExportError, MissingDependency
+from edgekd.bench.agent.runtimes import runtime_module
+from edgekd.errors import AgentError, ExportError, MissingDependency
 
 
-def _open(runner: type, path: Path):
+def _open(runtime: str, path: Path):
+    """The agent's runner of `runtime` ("tflite", "onnx") on `path`, one thread. A missing runtime stays
+    the agent's error (exit 3, with its pip hint); a file it cannot load is an ExportError (exit 2)."""
     try:
-        return runner(path, 1)
+        return runtime_module(runtime).Runner(path, 1)
     except AgentError as exc:
         if exc.exit_code == 3:
-            raise MissingDependency(str(exc)) from None
+            raise
         raise ExportError(f"{exc}; re-export it (edgekd run CONFIG --force export)") from None
 
 
-def run_tflite(path: Path, x: np.ndarray, layout: str) -> np.ndarray:
-    """Logits for every sample of `x` (float32 NCHW), one sample at a time as on a device."""
-    runner = _open(TFLiteRunner, path)
+def run(runtime: str, path: Path, x: np.ndarray, layout: str = "nchw") -> np.ndarray:
+    """Logits for every sample of `x` (float32 NCHW) from the agent's runner of `runtime` ("tflite",
+    "onnx"), fed in `layout` ("nhwc": transposed) as on a device."""
+    runner = _open(runtime, path)
     if layout == "nhwc":
         x = x.transpose(0, 2, 3, 1)
-    if tuple(runner.input_shape[1:]) != x.shape[1:]:
+    want = tuple(runner.input_shape[1:])
+    if want != x.shape[1:] and min(want, default=1) >= 1:  # a dynamic (-1) dimension takes any size
         raise ExportError(f"{path}: expects input shape {list(runner.input_shape)}, got samples of shape "
-                          f"{list(x.shape[1:])} ({layout}); check export.tflite_layout")
+                          f"{list(x.shape[1:])} ({layout}); check the format's layout option (export.tflite_layout)")
     return runner.predict(x).astype(np.float32)
-
-
-def run_onnx(path: Path, x: np.ndarray, layout: str = "nchw") -> np.ndarray:
-    return _open(ONNXRunner, path).predict(x).astype(np.float32)
 
 
 def tflite_interpreter(path: Path):

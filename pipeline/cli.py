@@ -18,14 +18,16 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from edgekd import __version__
+from edgekd.bench.kinds import KINDS
 from edgekd.errors import EdgekdError, UsageError, cut
+from edgekd.export.formats import FORMATS, formats_help
 
 console = Console(stderr=True)
 
 # the registries' names, for --help (literal here: importing the registries would import torch)
 STAGES_HELP = "teacher, baseline, student, quantize, export, bench, report"
-FORMATS_HELP = "onnx, onnx_int8, tflite, tflite_fp16, tflite_int8"
-TARGETS_HELP = "local, ssh, adb, command"
+# the target kinds from their table, which names their modules without importing them (they import numpy)
+TARGETS_HELP = ", ".join(KINDS)
 
 
 def _run_dir(text: str) -> Path:
@@ -153,8 +155,10 @@ def cmd_pack(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise UsageError(f"-o {out}: the directory {out.parent} does not exist; create it or choose another path")
     names = pack(RunLayout(_run_dir(args.run_dir)), out, tuple(args.formats))
+    bundle = shlex.quote(out.name)
     Console().print(f"bundle: {out} ({len(names)} files, {out.stat().st_size / 1024:,.0f} KiB); on the device: "
-                    f"python agent.py {shlex.quote(out.name)} -o results.json", highlight=False, markup=False)
+                    f"unzip -o {bundle} agent.pyz && python3 agent.pyz {bundle} -o results.json", highlight=False,
+                    markup=False)
     return 0
 
 
@@ -239,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = flags("")
     parser = argparse.ArgumentParser(prog="edgekd", parents=[flags("_before")], description="Distil a PyTorch "
                                      "teacher into a small, benchmarked, mobile-ready student.",
-                                     epilog=f"stages, in order: {STAGES_HELP}. formats: {FORMATS_HELP}. "
+                                     epilog=f"stages, in order: {STAGES_HELP}. formats: {formats_help()}. "
                                             f"targets: {TARGETS_HELP}. Exit codes: 0 ok, 1 a check failed, 2 bad "
                                             "input, 3 missing environment, 4 gate inconclusive (with inconclusive = \"warn\"), 130 interrupted.")
     parser.add_argument("--version", action="version", version=f"edgekd {__version__}")
@@ -262,15 +266,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("run_dir", help="a run directory, e.g. runs/mnist5k")
     bench.add_argument("--target", action="append", default=[], metavar="NAME",
                        help="a target to measure on (repeatable; default: the run's bench.targets, i.e. local)")
-    bench.add_argument("--targets", metavar="FILE", help="a TOML file of [targets.NAME] tables (kinds: "
-                       f"{TARGETS_HELP})")
+    bench.add_argument("--targets", metavar="FILE", help="a TOML file of [targets.NAME] tables; kinds: " +
+                       ", ".join(f"{name} ({row.help})" for name, row in KINDS.items()))
     bench.add_argument("--all", action="store_true", help="measure on every target the file and the config define")
     bench.add_argument("--threads", type=int, help="runtime threads (default: the run's bench.threads)")
     bench.set_defaults(func=cmd_bench)
     report = sub.add_parser("report", parents=[common], help="write report.json, report.md and report.html")
     report.add_argument("run_dir", help="a run directory, e.g. runs/mnist5k")
     report.add_argument("--add", action="append", default=[], metavar="RESULT.json",
-                        help="merge results measured elsewhere (bench/agent.py output; repeatable)")
+                        help="merge results measured elsewhere (the agent's output; repeatable)")
     report.add_argument("--budgets", metavar="FILE", help="recommend per target only files that fit these budgets")
     report.set_defaults(func=cmd_report)
     gate = sub.add_parser("gate", parents=[common], help="check a report against budgets (exit 1 on a violation)")
@@ -300,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     pack_cmd.add_argument("run_dir", help="a run directory, e.g. runs/mnist5k")
     pack_cmd.add_argument("-o", "--output", required=True, metavar="BUNDLE.zip")
     pack_cmd.add_argument("--formats", nargs="+", default=[], metavar="FORMAT",
-                          help=f"bundle only these formats, e.g. what the device's runtime runs ({FORMATS_HELP})")
+                          help=f"bundle only these formats, e.g. what the device's runtime runs ({', '.join(FORMATS)})")
     pack_cmd.set_defaults(func=cmd_pack)
     return parser
 

@@ -13,9 +13,12 @@ import sys
 import time
 from pathlib import Path
 
-from edgekd.bench.agent import (AgentError, Samples, Timing, accuracy_fields, board_state, die_with_parent, load_eval,
-                                peak_rss_mb, sha256_file, time_into)
+from edgekd.bench.agent.device import board_state, peak_rss_mb
+from edgekd.bench.agent.evalset import accuracy_fields, load_eval
+from edgekd.bench.agent.processes import die_with_parent
+from edgekd.bench.agent.worker import Samples, Timing, time_into
 from edgekd.errors import EdgekdError
+from edgekd.fileio import sha256_file
 
 
 def worker_command(ckpt: Path, eval_path: Path, threads: int, timing: Timing) -> list[str]:
@@ -73,7 +76,7 @@ def main() -> int:
     die_with_parent()
     try:
         result = eager_worker(args.checkpoint, args.eval, args.threads, timing, args.accuracy)
-    except (EdgekdError, AgentError) as exc:
+    except EdgekdError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     args.output.write_text(json.dumps(result))

@@ -1,23 +1,22 @@
-"""`edgekd pack`: one zip to copy to a device: exported files + sidecars + data/eval.npz + the agent.
-
-On the device: `python agent.py BUNDLE.zip -o results.json`, then `edgekd report RUN_DIR --add results.json`.
+"""`edgekd pack`: one zip to copy to a device: exported files + sidecars + data/eval.npz + the agent as one
+file (agent.pyz). On the device: `unzip BUNDLE.zip agent.pyz && python3 agent.pyz BUNDLE.zip -o results.json`,
+then `edgekd report RUN_DIR --add results.json`.
 """
 from __future__ import annotations
 
 import json
+import tempfile
 import zipfile
 from pathlib import Path
 
-import edgekd.bench.agent
-from edgekd.bench.agent import BUNDLE_MANIFEST
+from edgekd.bench.agent import pyz
+from edgekd.bench.agent.bundle import BUNDLE_MANIFEST
 from edgekd.errors import UsageError
 from edgekd.export.formats import FORMATS, format_of
 from edgekd.fileio import atomic_path, sha256_file
 from edgekd.pipeline.layout import RunLayout
 from edgekd.pipeline.manifest import RunRecords
 from edgekd.pipeline.stages.bench import exported_files
-
-AGENT = Path(edgekd.bench.agent.__file__).resolve()
 
 
 def pack(layout: RunLayout, out: Path, formats: tuple[str, ...] = ()) -> list[str]:
@@ -31,8 +30,15 @@ def pack(layout: RunLayout, out: Path, formats: tuple[str, ...] = ()) -> list[st
                          f"{', '.join(sorted({format_of(f) for f in exported_files(layout)}))}")
     members = [(f, layout.rel(f)) for f in files]
     members += [(layout.sidecar(f), layout.rel(layout.sidecar(f))) for f in files if layout.sidecar(f).exists()]
-    members += [(layout.eval_set, layout.manifest_rel(layout.eval_set)), (AGENT, "agent.py")]
+    members.append((layout.eval_set, layout.manifest_rel(layout.eval_set)))
     RunRecords(layout).verify()
+    with tempfile.TemporaryDirectory(prefix="edgekd-pack-") as tmp:
+        members.append((pyz.build(Path(tmp) / "agent.pyz"), "agent.pyz"))
+        return _write(members, out)
+
+
+def _write(members: list[tuple[Path, str]], out: Path) -> list[str]:
+    """The zip of (file, name in the bundle) members and their bundle.json; the names it holds."""
     # the sizes let the agent refuse an oversized or swapped member before it decompresses a byte
     listing = {"schema": "edgekd.bundle/1",
                "files": {name: {"sha256": sha256_file(path), "size": path.stat().st_size} for path, name in members}}

@@ -1,11 +1,14 @@
 """Imports flow one way: read every module's imports from its source and check the layering.
 
     edgekd (root: errors, fileio)  <-  models  <-  export  <-  pipeline  <-  edgekd.api (the public API)
-                                   <-  bench (torch-free; agent.py imports nothing of edgekd)
+                                   <-  bench (torch-free; its agent package imports only edgekd.errors
+                                              and edgekd.fileio besides itself: agent.pyz ships those)
 
 `import edgekd` reaches the API lazily (edgekd.__getattr__), and the CLI calls it.
 """
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,9 +77,42 @@ def test_imports_flow_one_way(module):
             f"{module} imports torch at module level; bench/ runs on devices without it"
 
 
-def test_the_agent_is_standalone():
-    imported = _imports(MODULES["edgekd.bench.agent"], module_level_only=False)
-    assert not [m for m in imported if m.split(".")[0] in ("edgekd", "torch")], imported
+AGENT = sorted(m for m in MODULES if m == "edgekd.bench.agent" or m.startswith("edgekd.bench.agent."))
+SHIPPED_WITH_AGENT = {"edgekd", "edgekd.errors", "edgekd.fileio"}  # what agent.pyz holds besides the agent
+
+
+@pytest.mark.parametrize("module", AGENT + sorted(SHIPPED_WITH_AGENT))
+def test_the_agent_needs_only_what_its_zipapp_holds(module):
+    """Anywhere in the file, not only at module level: the standard library, numpy, the runtimes it
+    names, and of edgekd only the agent and the modules agent.pyz ships with it."""
+    imported = _imports(MODULES[module], module_level_only=False)
+    ours = {m for m in imported if m.split(".")[0] == "edgekd"}
+    assert ours <= set(AGENT) | SHIPPED_WITH_AGENT, sorted(ours - set(AGENT) - SHIPPED_WITH_AGENT)
+    outside = {m.split(".")[0] for m in imported} - set(sys.stdlib_module_names) - {"edgekd", "numpy"}
+    assert outside <= {"onnxruntime"}, outside  # LiteRT's packages are imported by name (runtimes.tflite.PACKAGES)
+    if module == "edgekd":
+        assert not _imports(MODULES[module], module_level_only=True), "edgekd/__init__.py imports nothing at load"
+
+
+def test_the_agent_zipapp_holds_every_agent_module():
+    from edgekd.bench.agent import pyz
+
+    held = {name.removesuffix(".py").removesuffix("/__init__").replace("/", ".") for name in pyz.members()}
+    assert held == set(AGENT) | SHIPPED_WITH_AGENT | {"edgekd.bench", "__main__"}
+
+
+BENCH = sorted(m for m in MODULES if _layer(m) == "edgekd.bench" and not m.endswith("__main__"))  # __main__ runs
+
+
+@pytest.mark.parametrize("module", BENCH)
+def test_a_bench_module_alone_pulls_in_no_torch_pipeline_or_export(module):
+    """Each in a fresh interpreter: what importing it really loads, transitively, not what its source names."""
+    code = (f"import sys, importlib\nimportlib.import_module({module!r})\n"
+            "bad = [m for m in sys.modules\n"
+            "       if m == 'torch' or m.startswith(('torch.', 'edgekd.pipeline', 'edgekd.export'))]\n"
+            "assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def test_no_import_cycles_at_module_level():

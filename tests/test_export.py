@@ -17,7 +17,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from edgekd.errors import ExportError
 from edgekd.export.formats import FORMATS, ExportOptions
 from edgekd.export.driver import export_model
-from edgekd.export.runtimes import run_onnx, run_tflite
+from edgekd.export.runtimes import run
 from edgekd.pipeline.training.checkpoint import load_checkpoint
 from edgekd.pipeline.config import load_config
 from edgekd.fileio import sha256_file
@@ -52,7 +52,7 @@ def _torch_logits(run_dir, name, x):
 def test_artifact_parity_measured_independently(exported, model, fmt):
     run_dir, _, x, y = exported
     path = run_dir / "export" / f"{model}{FORMATS[fmt].suffix}"
-    got = run_onnx(path, x) if path.suffix == ".onnx" else run_tflite(path, x, "nhwc")
+    got = run("onnx", path, x) if path.suffix == ".onnx" else run("tflite", path, x, "nhwc")
     ref = _torch_logits(run_dir, model, x)
     agree = (got.argmax(1) == ref.argmax(1)).mean()
     diff = np.abs(got - ref)
@@ -143,7 +143,7 @@ def test_truncated_model_file_is_exit_2_not_a_crash(exported, tmp_path, name):
     broken = tmp_path / name
     broken.write_bytes((exported[0] / "export" / name).read_bytes()[:1000])
     with pytest.raises(ExportError) as err:
-        (run_onnx if name.endswith(".onnx") else lambda p, x: run_tflite(p, x, "nhwc"))(broken, exported[2])
+        run("onnx", broken, exported[2]) if name.endswith(".onnx") else run("tflite", broken, exported[2], "nhwc")
     assert err.value.exit_code == 2 and name in str(err.value)
 
 

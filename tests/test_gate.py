@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgekd.bench.agent import combine_latency
+from edgekd.bench.agent.stats import combine_latency
 from edgekd.pipeline.cli import main
 from edgekd.errors import BudgetError
 from edgekd.pipeline.reporting.budgets import Budget, Regression, load_budgets

@@ -18,7 +18,7 @@ from tests.helpers import SEED
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = str(ROOT / "configs" / "digits.toml")
-AGENT = ROOT / "bench" / "agent.py"
+AGENT = [sys.executable, "-m", "edgekd.bench.agent"]  # as a checkout runs it
 
 
 def _cli(*args: str) -> list[str]:
@@ -158,7 +158,7 @@ def test_the_agent_refuses_a_bundle_that_is_not_what_pack_wrote(bench_run, tmp_p
             if case == "link":
                 info.external_attr = (0o120777 << 16)
             z.writestr(info, "export/student.onnx" if case == "link" else "x")
-    proc = subprocess.run([sys.executable, str(AGENT), str(bad), "--processes", "1"], capture_output=True, text=True)
+    proc = subprocess.run([*AGENT, str(bad), "--processes", "1"], capture_output=True, text=True)
     assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.count("error:") == 1
 
@@ -168,7 +168,7 @@ def test_a_killed_agent_leaves_no_temp_directory_behind(bench_run, tmp_path):
     import tempfile
 
     bundle = _bundle(bench_run, tmp_path)
-    proc = subprocess.Popen([sys.executable, str(AGENT), str(bundle), "--processes", "5", "--min-seconds", "1"],
+    proc = subprocess.Popen([*AGENT, str(bundle), "--processes", "5", "--min-seconds", "1"],
                             stderr=subprocess.PIPE, text=True)
     leftovers = []
     deadline = time.time() + 60
@@ -180,9 +180,9 @@ def test_a_killed_agent_leaves_no_temp_directory_behind(bench_run, tmp_path):
     proc.kill()
     proc.wait()
     time.sleep(0.5)  # SIGTERM reaches the orphaned worker
-    workers = subprocess.run(["pgrep", "-f", f"{AGENT} --worker"], capture_output=True, text=True).stdout.split()
+    workers = subprocess.run(["pgrep", "-f", "edgekd.bench.agent --worker"], capture_output=True, text=True).stdout.split()
     assert not workers, f"orphaned workers {workers}"
-    subprocess.run([sys.executable, str(AGENT), str(bench_run / "export" / "student.onnx"), "--processes", "1",
+    subprocess.run([*AGENT, str(bench_run / "export" / "student.onnx"), "--processes", "1",
                     "--min-runs", "5", "--min-seconds", "0", "-o", str(tmp_path / "r.json")], check=True, capture_output=True)
     assert not [p for p in leftovers if p.exists()]
 

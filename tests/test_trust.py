@@ -116,7 +116,8 @@ def test_a_target_that_fails_leaves_no_file_behind(bench_copy, tmp_path, capsys)
 def test_pack_prints_a_quoted_device_command(bench_run, tmp_path, capsys):
     out = tmp_path / "my bundle;x.zip"
     assert main(["pack", str(bench_run), "-o", str(out)]) == 0
-    assert "python agent.py 'my bundle;x.zip' -o results.json" in " ".join(capsys.readouterr().out.split())
+    assert ("unzip -o 'my bundle;x.zip' agent.pyz && python3 agent.pyz 'my bundle;x.zip' -o results.json"
+            in " ".join(capsys.readouterr().out.split()))
 
 
 @pytest.mark.parametrize("command", ["run", "report"])
@@ -165,7 +166,7 @@ def test_a_genuine_summary_of_a_spiky_pool_is_within_its_kept_samples():
     even with 6 % slow runs (a busy board), and a p50 edited by 10 % must not."""
     import numpy as np
 
-    from edgekd.bench.agent import percentiles, subsample
+    from edgekd.bench.agent.stats import percentiles, subsample
     from edgekd.pipeline.reporting.report import _within_sampling
 
     rng = np.random.default_rng(0)

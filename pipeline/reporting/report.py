@@ -98,7 +98,7 @@ def summary_problems(r: dict) -> list[str]:
     """Where a result's summary disagrees with the samples the agent kept beside it (a hand-edited
     accuracy, p50 or peak): every statistic is recomputed from `correct_bits`, `samples_ms`,
     `process_p50` and `process_peak_rss_mb`."""
-    from edgekd.bench.agent import median_interval, percentiles
+    from edgekd.bench.agent.stats import median_interval, percentiles
 
     name, p = f"{r['artifact']} on {r['target']}", []
     bits, n = r.get("correct_bits"), r["n_eval"]

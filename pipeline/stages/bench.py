@@ -13,15 +13,16 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgekd.bench.agent import Job, Timing
+from edgekd.bench.agent.jobs import Job
+from edgekd.bench.agent.worker import Timing
 from edgekd.bench.fleet import Outcome, measure_fleet
-from edgekd.bench.targets import BenchOptions, CommandTarget, LocalTarget
+from edgekd.bench.kinds import TargetConfig, load
+from edgekd.bench.local import LocalTarget
+from edgekd.bench.targets import BenchOptions
 from edgekd.errors import CheckFailed, DataError, MissingDependency
 from edgekd.export.formats import is_model_file
 from edgekd.fileio import sha256_file, write_json
 from edgekd.pipeline import eager
-from edgekd.pipeline.config.targets import (ADBTargetConfig, CommandTargetConfig, LocalTargetConfig, SSHTargetConfig,
-                                            TargetConfig)
 from edgekd.pipeline.console import fmt_ms
 from edgekd.pipeline.layout import RunLayout
 from edgekd.pipeline.manifest import RunRecords
@@ -45,17 +46,7 @@ def make_target(name: str, t: TargetConfig, cfg: BenchConfig):
     """A target of edgekd.bench from its typed table, with the run's bench settings as defaults."""
     options = BenchOptions(tuple(t.threads) or (cfg.threads,), t.processes or cfg.processes,
                            Timing(cfg.warmup, cfg.min_runs, cfg.min_seconds), t.timeout_s)
-    if isinstance(t, LocalTargetConfig):
-        return LocalTarget(name, options)
-    if isinstance(t, CommandTargetConfig):
-        return CommandTarget(name, t.prefix, options, t.stage_dir, t.stage_dir_inside, t.shares_cpu)
-    if isinstance(t, SSHTargetConfig):
-        from edgekd.bench.ssh import SSHTarget
-        return SSHTarget(name, t.host, t.port, t.python, options, t.ssh_options)
-    assert isinstance(t, ADBTargetConfig)
-    from edgekd.bench.adb import ADBTarget
-    return ADBTarget(name, t.benchmark_binary, serial=t.serial, options=options, use_xnnpack=t.use_xnnpack,
-                     warmup_runs=t.warmup_runs, num_runs=t.num_runs, adb=t.adb)
+    return load(t.kind).build(name, t, options)
 
 
 def _document(outcome: Outcome) -> dict:

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from edgekd.bench.adb import ADBTarget, combine_runs, parse_benchmark_output, parse_devices
-from edgekd.bench.agent import AgentError
+from edgekd.errors import AgentError
 
 NEW = """INFO: The input model file size (MB): 24.6229
 INFO: Initialized session in 119.515ms.

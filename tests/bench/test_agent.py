@@ -1,5 +1,6 @@
 """The agent: statistics on known samples, int8 I/O, accuracy vs the runtime used directly, torch-free,
-several processes per model, results that name their file."""
+several processes per model, results that name their file; run as one file (agent.pyz) the way a
+device runs it, and as `python -m edgekd.bench.agent` the way a checkout does."""
 import hashlib
 import json
 import subprocess
@@ -9,11 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekd.bench.agent import (Job, Samples, combine_latency, dequantize, median_interval, merge, percentiles,
-                                quantize)
+from edgekd.bench.agent import pyz
+from edgekd.bench.agent.jobs import Job, merge
+from edgekd.bench.agent.runtimes.tflite import dequantize, quantize
+from edgekd.bench.agent.stats import combine_latency, median_interval, percentiles
+from edgekd.bench.agent.worker import Samples
 
 ROOT = Path(__file__).resolve().parents[2]
-AGENT = ROOT / "bench" / "agent.py"
+AGENT = [sys.executable, "-m", "edgekd.bench.agent"]  # as a checkout with edgekd installed runs it
 
 
 def test_percentiles_on_known_samples():
@@ -104,35 +108,31 @@ def test_samples_stay_evenly_spaced_in_a_fixed_buffer():
 def blocker(tmp_path_factory):
     """A directory whose `torch` package raises on import: put first on PYTHONPATH to prove torch is unused."""
     root = tmp_path_factory.mktemp("block")
-    for name in ("torch", "edgekd"):  # on a device the agent runs with no edgekd package at all
+    for name in ("torch", "edgekd"):  # on a device the agent runs with no edgekd package but its own
         (root / name).mkdir()
         (root / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked in this test')\n")
     return root
 
 
-def test_bench_package_imports_without_torch_or_pipeline():
-    """Every module of edgekd.bench imports in a fresh interpreter without pulling in torch or edgekd.pipeline."""
-    modules = sorted(f"edgekd.bench.{p.stem}" for p in (ROOT / "bench").glob("*.py") if p.stem != "__init__")
-    code = (f"import sys, importlib\nfor m in {modules!r}: importlib.import_module(m)\n"
-            "bad = [m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'edgekd.pipeline', 'edgekd.export'))]\n"
-            "assert not bad, bad")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+@pytest.fixture(scope="module")
+def agent_pyz(tmp_path_factory) -> Path:
+    return pyz.build(tmp_path_factory.mktemp("pyz") / "agent.pyz")
 
 
-def _agent(args, blocker):
+def _agent(args, blocker, agent_pyz):
+    """The agent as a device runs it: one file, with only `blocker` on the path besides the interpreter's own."""
     env = {"PYTHONPATH": str(blocker), "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, str(AGENT), *map(str, args)], capture_output=True, text=True, env=env)
+    return subprocess.run([sys.executable, str(agent_pyz), *map(str, args)], capture_output=True, text=True, env=env)
 
 
 QUICK = ["--processes", 3, "--min-runs", 20, "--min-seconds", 0.02, "--warmup", 2]
 
 
 @pytest.mark.parametrize("name", ["student.int8.tflite", "student.onnx"])
-def test_agent_accuracy_equals_direct_runtime_evaluation(bench_run, blocker, tmp_path, name):
+def test_agent_accuracy_equals_direct_runtime_evaluation(bench_run, blocker, agent_pyz, tmp_path, name):
     run_dir = bench_run
     model, eval_path = run_dir / "export" / name, run_dir / "data" / "eval.npz"
-    proc = _agent([model, "--eval", eval_path, *QUICK, "-o", tmp_path / "r.json"], blocker)
+    proc = _agent([model, "--eval", eval_path, *QUICK, "-o", tmp_path / "r.json"], blocker, agent_pyz)
     assert proc.returncode == 0, proc.stderr
     (result,) = json.loads((tmp_path / "r.json").read_text())["results"]
     with np.load(eval_path) as f:
@@ -189,22 +189,22 @@ def _assert_memory_means_its_label(result, processes):
     assert abs(result["runtime_rss_mb"] + result["model_rss_mb"] - result["peak_rss_mb"]) < 0.5
 
 
-def test_agent_corrupt_model_exits_2_with_its_name(blocker, tmp_path, bench_run):
+def test_agent_corrupt_model_exits_2_with_its_name(blocker, agent_pyz, tmp_path, bench_run):
     broken = tmp_path / "broken.tflite"
     broken.write_bytes((bench_run / "export" / "student.int8.tflite").read_bytes()[:500])
-    proc = _agent([broken, *QUICK], blocker)
+    proc = _agent([broken, *QUICK], blocker, agent_pyz)
     assert proc.returncode == 2 and "broken.tflite" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_agent_missing_runtime_exits_3(tmp_path, bench_run):
+def test_agent_missing_runtime_exits_3(agent_pyz, tmp_path, bench_run):
     block = tmp_path / "noort"
     (block / "onnxruntime").mkdir(parents=True)
     (block / "onnxruntime" / "__init__.py").write_text("raise ImportError('not installed')\n")
-    proc = _agent([bench_run / "export" / "student.onnx", *QUICK], block)
+    proc = _agent([bench_run / "export" / "student.onnx", *QUICK], block, agent_pyz)
     assert proc.returncode == 3 and "pip install onnxruntime" in proc.stderr
 
 
-def test_packed_bundle_runs_on_the_agent(bench_run, blocker, tmp_path):
+def test_packed_bundle_runs_on_the_agent(bench_run, blocker, agent_pyz, tmp_path):
     import zipfile
 
     from edgekd.pipeline.cli import main
@@ -212,14 +212,17 @@ def test_packed_bundle_runs_on_the_agent(bench_run, blocker, tmp_path):
     bundle = tmp_path / "bundle.zip"
     assert main(["pack", str(bench_run), "-o", str(bundle)]) == 0
     assert sorted(zipfile.ZipFile(bundle).namelist()) == [
-        "agent.py", "bundle.json", "data/eval.npz", "export/student.int8.tflite", "export/student.int8.tflite.json",
+        "agent.pyz", "bundle.json", "data/eval.npz", "export/student.int8.tflite", "export/student.int8.tflite.json",
         "export/student.onnx", "export/student.onnx.json"]
-    # on the "device": only the bundle's own agent.py, with torch and pipeline unimportable
+    listing = json.loads(zipfile.ZipFile(bundle).read("bundle.json"))["files"]
+    # the same sources give the same bytes
+    assert listing["agent.pyz"]["sha256"] == hashlib.sha256(agent_pyz.read_bytes()).hexdigest()
+    # on the "device": only the bundle's own agent.pyz, with torch, pipeline and an installed edgekd unimportable
     device = tmp_path / "device"
     device.mkdir()
-    zipfile.ZipFile(bundle).extract("agent.py", device)
+    zipfile.ZipFile(bundle).extract("agent.pyz", device)
     out = tmp_path / "results.json"
-    proc = subprocess.run([sys.executable, str(device / "agent.py"), str(bundle), "--target", "pi4",
+    proc = subprocess.run([sys.executable, str(device / "agent.pyz"), str(bundle), "--target", "pi4",
                            *map(str, QUICK), "-o", str(out)], capture_output=True, text=True,
                           env={"PYTHONPATH": str(blocker), "PATH": "/usr/bin:/bin"}, cwd=device)
     assert proc.returncode == 0, proc.stderr
@@ -232,7 +235,7 @@ def test_packed_bundle_runs_on_the_agent(bench_run, blocker, tmp_path):
         assert r["sha256"] == report[r["artifact"]]["sha256"]
 
 
-def test_a_device_with_one_runtime_measures_what_it_can(bench_run, tmp_path):
+def test_a_device_with_one_runtime_measures_what_it_can(bench_run, agent_pyz, tmp_path):
     """Only LiteRT on the device: the .tflite files are measured, the ONNX ones skipped with the reason."""
     from edgekd.pipeline.cli import main
 
@@ -242,13 +245,13 @@ def test_a_device_with_one_runtime_measures_what_it_can(bench_run, tmp_path):
     (block / "onnxruntime").mkdir(parents=True)
     (block / "onnxruntime" / "__init__.py").write_text("raise ImportError('not on this device')\n")
     out = tmp_path / "r.json"
-    proc = _agent([bundle, *QUICK, "-o", out], block)
+    proc = _agent([bundle, *QUICK, "-o", out], block, agent_pyz)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(out.read_text())
     assert [r["artifact"] for r in doc["results"]] == ["export/student.int8.tflite"]
     assert doc["skipped"] == [{"artifact": "export/student.onnx", "reason": "no ONNX runtime: pip install onnxruntime"}]
     assert "skipped export/student.onnx" in proc.stderr
-    only_onnx = _agent([bench_run / "export" / "student.onnx", *QUICK], block)
+    only_onnx = _agent([bench_run / "export" / "student.onnx", *QUICK], block, agent_pyz)
     assert only_onnx.returncode == 3 and "nothing could be measured" in only_onnx.stderr
 
 
@@ -259,7 +262,7 @@ def test_pack_can_bundle_only_the_formats_a_device_runs(bench_run, tmp_path, cap
 
     bundle = tmp_path / "b.zip"
     assert main(["pack", str(bench_run), "-o", str(bundle), "--formats", "tflite_int8"]) == 0
-    assert sorted(zipfile.ZipFile(bundle).namelist()) == ["agent.py", "bundle.json", "data/eval.npz",
+    assert sorted(zipfile.ZipFile(bundle).namelist()) == ["agent.pyz", "bundle.json", "data/eval.npz",
                                                           "export/student.int8.tflite", "export/student.int8.tflite.json"]
     assert main(["pack", str(bench_run), "-o", str(bundle), "--formats", "tflite_fp16"]) == 2
     assert "no exported file of format tflite_fp16" in " ".join(capsys.readouterr().err.split())
@@ -292,14 +295,14 @@ def _dense_tflite(path: Path, inputs: int, outputs: int) -> int:
     return weights.nbytes
 
 
-def test_the_model_part_grows_with_the_model_and_the_runtime_part_does_not(blocker, tmp_path):
+def test_the_model_part_grows_with_the_model_and_the_runtime_part_does_not(blocker, agent_pyz, tmp_path):
     """Two models, 16 KiB and 16 MiB of weights, on the same runtime: the baselines agree to 1 MB and the
     model parts differ by at least the weights (LiteRT maps the file and XNNPACK repacks the weights)."""
     small, big = tmp_path / "small.tflite", tmp_path / "big.tflite"
     small_bytes, big_bytes = _dense_tflite(small, 64, 64), _dense_tflite(big, 2048, 2048)
     assert (small_bytes, big_bytes) == (16 * 1024, 16 * 1024 * 1024)
     proc = _agent([small, big, "--processes", 2, "--min-runs", 5, "--min-seconds", 0, "--warmup", 1,
-                   "-o", tmp_path / "r.json"], blocker)
+                   "-o", tmp_path / "r.json"], blocker, agent_pyz)
     assert proc.returncode == 0, proc.stderr
     rows = {r["artifact"]: r for r in json.loads((tmp_path / "r.json").read_text())["results"]}
     s, b = rows["small.tflite"], rows["big.tflite"]

@@ -6,7 +6,6 @@ import hashlib
 import io
 import json
 import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -44,7 +43,7 @@ def _bundle(path: Path, members: list[tuple[str, bytes]], listing: dict | str | 
 
 
 def _run(*args, timeout=120):
-    proc = subprocess.run([sys.executable, str(AGENT), *map(str, args), *QUICK], capture_output=True, text=True,
+    proc = subprocess.run([*AGENT, *map(str, args), *QUICK], capture_output=True, text=True,
                           timeout=timeout)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc

@@ -58,7 +58,7 @@ def test_pareto_front():
 
 def test_add_merges_results_measured_elsewhere(bench_copy, tmp_path):
     result = tmp_path / "pi.json"
-    proc = subprocess.run([sys.executable, str(AGENT), str(bench_copy / "export" / "student.int8.tflite"),
+    proc = subprocess.run([*AGENT, str(bench_copy / "export" / "student.int8.tflite"),
                            "--eval", str(bench_copy / "data" / "eval.npz"), "--target", "pi4", "--processes", "2",
                            "--min-runs", "20", "--min-seconds", "0.02", "-o", str(result)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -10,10 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekd.bench.agent import AgentError, Timing, board_state, thermal_summary
+from edgekd.bench.agent.device import board_state, thermal_summary
+from edgekd.bench.agent.worker import Timing
+from edgekd.errors import AgentError
 from edgekd.bench.fleet import measure_fleet
 from edgekd.bench.ssh import SSHTarget, is_this_machine
-from edgekd.bench.targets import BenchOptions, CommandTarget, LocalTarget, json_document
+from edgekd.bench.local import LocalTarget
+from edgekd.bench.targets import BenchOptions, CommandTarget, json_document
 from edgekd.errors import ConfigError
 from edgekd.pipeline.config.targets import load_targets_file
 from edgekd.pipeline.reporting.recommend import recommend
