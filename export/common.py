@@ -1,16 +1,22 @@
-"""Steps every exporter shares: reference logits, BatchNorm folding, naming the op a converter refused."""
+"""Steps every exporter shares: reference logits, BatchNorm folding, naming the op a converter refused.
+
+torch is imported inside the functions: the format modules import this one, and the format table
+(export.formats) must stay cheap to import.
+"""
 from __future__ import annotations
 
 import os
 import re
 from contextlib import contextmanager
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
-import torch
-from torch import nn
 
 from edgekd.errors import ExportError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 @contextmanager
@@ -35,11 +41,13 @@ def quiet_converter() -> Iterator[None]:
         logging.disable(logging.NOTSET)
 
 
-@torch.no_grad()
 def reference_logits(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    import torch
+
     model.eval()
     t = torch.from_numpy(x)
-    return torch.cat([model(t[i:i + 512]) for i in range(0, len(t), 512)]).numpy()
+    with torch.no_grad():
+        return torch.cat([model(t[i:i + 512]) for i in range(0, len(t), 512)]).numpy()
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
@@ -51,6 +59,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     import copy
 
     import torch.fx
+    from torch import nn
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     try:
@@ -89,6 +98,8 @@ def explain_failure(model: nn.Module, sample: torch.Tensor, exc: Exception, fmt:
     The model's own graph (torch.export) lists every op with the module it came from; the ops
     that the converter's error chain mentions are the culprits.
     """
+    import torch
+
     text = _chain_text(exc)
     located = []
     try:

@@ -2,19 +2,24 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Literal, get_args
 
 import numpy as np
 
 from edgekd.errors import ParityError
 from edgekd.paired import PairedDrop, judge_drop
 
-# (minimum top-1 agreement, maximum |Δlogit| or None) an artifact must meet, by precision.
-# int8 has no fixed logit tolerance: its accuracy drop is judged by the export stage instead.
-THRESHOLDS: dict[str, tuple[float, float | None]] = {
+Precision = Literal["fp32", "fp16", "int8"]
+
+# (minimum top-1 agreement, maximum |Δlogit| or None) an artifact must meet, by precision, unless its
+# format states its own (Format.parity). int8 has no fixed logit tolerance: its accuracy drop is judged
+# by the export stage instead.
+THRESHOLDS: dict[Precision, tuple[float, float | None]] = {
     "fp32": (0.999, 1e-3),
     "fp16": (0.995, None),
     "int8": (0.0, None),
 }
+assert set(THRESHOLDS) == set(get_args(Precision))
 
 
 @dataclass(frozen=True)
@@ -51,9 +56,9 @@ def compare(exported: np.ndarray, reference: np.ndarray, labels: np.ndarray, art
                   reference_only_correct=int((ref_right & ~right).sum()), exported_only_correct=int((right & ~ref_right).sum()))
 
 
-def check(parity: Parity, precision: str, artifact: str) -> None:
-    """Raise ParityError when `parity` misses the thresholds for `precision`."""
-    min_agree, max_diff = THRESHOLDS[precision]
+def check(parity: Parity, tolerance: tuple[float, float | None], precision: str, artifact: str) -> None:
+    """Raise ParityError when `parity` misses `tolerance` (min top-1 agreement, max |Δlogit| or None)."""
+    min_agree, max_diff = tolerance
     problems = []
     if parity.top1_agreement < min_agree:
         problems.append(f"top-1 agreement {parity.top1_agreement:.4%} < {min_agree:.1%}")

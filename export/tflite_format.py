@@ -1,19 +1,34 @@
-"""TFLite conversions via litert-torch: fp32, fp16 weights, and full-integer int8 (PT2E static, per-channel).
+"""The TFLite formats, converted by litert-torch and run by LiteRT: fp32, fp16 weights, and
+full-integer int8 (PT2E static, per-channel). Their conversions, audit and I/O signature, then the
+`Format` objects that declare them (rows of export.formats.FORMATS).
 
 `tflite_layout = "nhwc"` (the mobile convention, default) wraps the model so the file takes
-(1, H, W, C) inputs; "nchw" keeps PyTorch's layout.
+(1, H, W, C) inputs; "nchw" keeps PyTorch's layout. torch and the converters are imported inside
+the functions.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+import numpy as np
 
-from edgekd.errors import ExportError, MissingDependency
+from edgekd.errors import MissingDependency
+from edgekd.export.audit import INT_ACTIVATIONS, summary
 from edgekd.export.common import explain_failure, quiet_converter
-from edgekd.export.formats import ExportOptions
+from edgekd.export.spec import ExportOptions, Format
 from edgekd.fileio import atomic_path
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# op -> (weight input slots, bias input slots)
+_WEIGHTED = {"CONV_2D": ((1,), (2,)), "DEPTHWISE_CONV_2D": ((1,), (2,)), "FULLY_CONNECTED": ((1,), (2,)),
+             "TRANSPOSE_CONV": ((1,), (3,)), "CONV_3D": ((1,), (2,)), "BATCH_MATMUL": ((0, 1), ()),
+             "EMBEDDING_LOOKUP": ((1,), ())}
+_MOVES = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "TRANSPOSE"}
+_CONVERSIONS = {"QUANTIZE", "DEQUANTIZE"}
 
 
 def _litert():
@@ -64,6 +79,8 @@ def convert_tflite_fp16(model: nn.Module, sample: torch.Tensor, path: Path, opti
 
 def convert_tflite_int8(model: nn.Module, sample: torch.Tensor, path: Path, options: ExportOptions) -> None:
     """Full-integer int8 TFLite: int8 weights (per-channel), int8 activations, int8 input and output."""
+    import torch
+
     _litert()
     with quiet_converter():  # torchao announces each optional CUDA kernel it cannot load
         from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
@@ -71,8 +88,6 @@ def convert_tflite_int8(model: nn.Module, sample: torch.Tensor, path: Path, opti
         from torchao.quantization.pt2e import move_exported_model_to_eval
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    if options.calibration_x is None or not len(options.calibration_x):
-        raise ExportError("int8 TFLite needs calibration samples (export.calibration_samples > 0)")
     io_model, io_sample = _io_model(model, sample, options.tflite_layout)
     quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
     try:
@@ -89,3 +104,71 @@ def convert_tflite_int8(model: nn.Module, sample: torch.Tensor, path: Path, opti
     with quiet_converter():
         quantized = move_exported_model_to_eval(convert_pt2e(prepared, fold_quantize=False))
     _convert(quantized, io_sample, path, "int8 TFLite", (model, sample), quant_config=QuantConfig(pt2e_quantizer=quantizer))
+
+
+def audit_tflite(path: Path) -> dict:
+    """What a .tflite file is, op by op: weights, activations, float ops, granularity, I/O dtypes."""
+    from edgekd.export.runtimes import tflite_interpreter
+
+    interp = tflite_interpreter(path)
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    ops = interp._get_ops_details()  # the public API has no op list; this is what LiteRT's own tools use
+    dtype = lambda i: tensors[i]["dtype"].__name__  # noqa: E731
+    producer = {i: op for op in ops for i in op["outputs"]}
+
+    def source(i: int) -> int:
+        """A weight read through DEQUANTIZE (fp16 or int8 storage) counts with its stored dtype."""
+        op = producer.get(i)
+        return op["inputs"][0] if op is not None and op["op_name"] == "DEQUANTIZE" else i
+
+    weights, scale_counts, int_values = set(), [], []
+    integer_ops, float_ops = [], []
+    for op in ops:
+        name = op["op_name"]
+        if name in _CONVERSIONS or name in _MOVES:
+            continue
+        slots, _ = _WEIGHTED.get(name, ((), ()))
+        for slot in slots:
+            if slot < len(op["inputs"]) and op["inputs"][slot] >= 0:
+                w = source(op["inputs"][slot])
+                if w in producer:  # computed, not constant: an activation operand (e.g. BATCH_MATMUL of two inputs)
+                    continue
+                weights.add(dtype(w))
+                scales = tensors[w]["quantization_parameters"]["scales"]
+                if len(scales):
+                    scale_counts.append(len(scales))
+                if tensors[w]["dtype"] == np.int8:
+                    int_values.append(interp.get_tensor(w))
+        outputs = [dtype(i) for i in op["outputs"] if i >= 0]
+        (integer_ops if outputs and all(d in INT_ACTIVATIONS for d in outputs) else float_ops).append(name)
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    return summary(weights=weights, int_weights=int_values, scale_counts=scale_counts, integer_ops=integer_ops,
+                   float_ops=float_ops, ops=[op["op_name"] for op in ops],
+                   activation_dtypes={dtype(i) for op in ops if op["op_name"] not in _CONVERSIONS
+                                      for i in op["outputs"] if i >= 0},
+                   input_dtype=inp["dtype"].__name__, output_dtype=out["dtype"].__name__)
+
+
+def io_signature(path: Path) -> dict:
+    """Input and output tensors as the file declares them: name, shape, dtype, (scale, zero point)."""
+    from edgekd.export.runtimes import tflite_interpreter
+
+    interp = tflite_interpreter(path)
+
+    def tensor(d: dict) -> dict:
+        scale, zero = d["quantization"]
+        return {"name": d["name"], "shape": [int(v) for v in d["shape"]], "dtype": d["dtype"].__name__,
+                "quantization": {"scale": float(scale), "zero_point": int(zero)} if scale else None}
+    return {"input": tensor(interp.get_input_details()[0]), "output": tensor(interp.get_output_details()[0])}
+
+
+TFLITE = Format(name="tflite", suffix=".tflite", runtime="tflite", precision="fp32", help="fp32 TFLite",
+                convert=convert_tflite, audit=audit_tflite, io_signature=io_signature, options=("tflite_layout",),
+                layout_option="tflite_layout")
+TFLITE_FP16 = Format(name="tflite_fp16", suffix=".fp16.tflite", runtime="tflite", precision="fp16",
+                     help="TFLite with fp16 weights", convert=convert_tflite_fp16, audit=audit_tflite,
+                     io_signature=io_signature, options=("tflite_layout",), layout_option="tflite_layout")
+TFLITE_INT8 = Format(name="tflite_int8", suffix=".int8.tflite", runtime="tflite", precision="int8",
+                     help="full-integer int8 TFLite, int8 input and output", convert=convert_tflite_int8,
+                     audit=audit_tflite, io_signature=io_signature, options=("tflite_layout",),
+                     layout_option="tflite_layout", calibration=lambda options: {"method": "minmax"})

@@ -20,7 +20,6 @@ import torch
 
 from edgekd import __version__
 from edgekd.errors import CheckFailed
-from edgekd.export.audit import io_signature
 from edgekd.export.driver import export_model
 from edgekd.export.formats import FORMATS, ExportOptions
 from edgekd.export.parity import Parity, int8_drop_check
@@ -38,7 +37,7 @@ ARTIFACT_KEYS = ("file", "model", "format", "precision", "size_bytes", "sha256",
 def _cache_key(fmt: str, ckpt_sha: str, calibration_sha: str, options: ExportOptions) -> str:
     spec = FORMATS[fmt]
     return sha256_json({"format": fmt, "checkpoint": ckpt_sha, "edgekd": __version__, "metadata": options.metadata,
-                        "calibration": calibration_sha if spec.precision == "int8" else None,
+                        "calibration": calibration_sha if spec.calibration else None,
                         "options": {k: getattr(options, k) for k in spec.options}})
 
 
@@ -54,11 +53,11 @@ def _cached(path: Path, key: str) -> dict | None:
     return sidecar
 
 
-def _sidecar(ctx: StageContext, model: str, fmt: str, result, ckpt_sha: str, key: str, data_meta: dict) -> dict:
-    e, path = ctx.cfg.export, result.path
-    io = io_signature(path)
+def _sidecar(ctx: StageContext, model: str, fmt: str, result, options: ExportOptions, *, ckpt_sha: str, key: str,
+             data_meta: dict) -> dict:
+    spec, path = FORMATS[fmt], result.path
+    io = spec.io_signature(path)
     io["input"]["layout"] = result.layout
-    onnx = FORMATS[fmt].family == "onnx"
     return {
         "schema": SIDECAR_SCHEMA, "file": ctx.layout.rel(path), "model": model, "format": result.format,
         "precision": result.precision, **io,
@@ -66,10 +65,8 @@ def _sidecar(ctx: StageContext, model: str, fmt: str, result, ckpt_sha: str, key
                                              "quantization with input.quantization when the input is int8"},
         "labels": json.loads(data_meta["edgekd.labels"]),
         "source_checkpoint": ctx.layout.rel(ctx.layout.checkpoint(model)), "source_checkpoint_sha256": ckpt_sha,
-        "calibration": ({"samples": e.calibration_samples, "split": "train",
-                         "method": e.onnx_calibration if onnx else "minmax",
-                         **({"reduce_range": e.onnx_reduce_range} if onnx else {})}
-                        if result.precision == "int8" else None),
+        "calibration": ({"samples": ctx.cfg.export.calibration_samples, "split": "train", **spec.calibration(options)}
+                        if spec.calibration else None),
         "size_bytes": path.stat().st_size, "sha256": sha256_file(path), "cache_key": key,
         "parity": result.parity.to_dict(), "audit": result.audit, "export_seconds": round(result.seconds, 2),
     }
@@ -110,7 +107,8 @@ def export_models(ctx: StageContext) -> StageResult:
                 if model is None:
                     model, spec = load_checkpoint(ckpt)
                 result = export_model(fmt, model, torch.zeros(1, *spec.in_shape), path, options)
-                sidecar = _sidecar(ctx, model_name, fmt, result, ckpt_sha, key, data_meta)
+                sidecar = _sidecar(ctx, model_name, fmt, result, options, ckpt_sha=ckpt_sha, key=key,
+                                   data_meta=data_meta)
                 log.info("export %s: %.1f KiB in %.1f s, accuracy %.2f%% (PyTorch %.2f%%), top-1 agreement %.2f%%, "
                          "max |Δ| %.1e, %s", path.name, sidecar["size_bytes"] / 1024, result.seconds,
                          100 * result.parity.accuracy, 100 * result.parity.reference_accuracy,
