@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgekd-installed
 
-.PHONY: demo test test-matrix test-slow test-arm64 bench clean
+.PHONY: demo test test-matrix test-slow test-arm64 bench agent clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,5 +41,9 @@ test-arm64: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/distill_seeds.py configs/mnist5k.toml --seeds 0 1 2
 
+# the benchmark agent as one file, to copy to a device: python3 agent.pyz MODEL|BUNDLE.zip -o results.json
+agent: $(STAMP)
+	$(PY) -m edgekd.bench.agent.pyz dist/agent.pyz
+
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs dist .pytest_cache

@@ -1,13 +1,17 @@
 """Proof on ARM64: a real run's files benchmarked inside an emulated Debian bookworm arm64 root (what
 Raspberry Pi OS 64-bit is built on) through the command target, with ai-edge-litert + onnxruntime and
-with Debian's numpy 1.24 + tflite-runtime 2.14. Timings under emulation mean nothing; whether every
-file loads, runs and scores what it scores on x86 is the point.
+with Debian's numpy 1.24 + tflite-runtime 2.14, and a bundle from `edgekd pack` measured there by the
+one file it carries (agent.pyz), as a user does on a device. Timings under emulation mean nothing;
+whether every file loads, runs and scores what it scores on x86 is the point.
 
     make test-arm64        # builds the root once (about 5 minutes; cached in .cache/arm64-root), then this
 """
 import json
 import os
+import shutil
 import subprocess
+import tempfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -70,3 +74,27 @@ def test_every_file_runs_on_aarch64_and_scores_what_it_scores_on_x86(arm_root, r
             skipped = [s for s in report["skipped"] if s["target"] == "arm64-tflrt"]
             assert {s["artifact"] for s in skipped} == {a for a in x86 if a.endswith(".onnx")}
             assert all("pip install onnxruntime" in s["reason"] for s in skipped)
+
+
+def test_a_packed_bundle_runs_on_aarch64_by_its_own_agent_pyz(arm_root, run_dir):
+    """On the "device" only the bundle: its agent.pyz unzipped beside it and run by the device's Python."""
+    device = Path(tempfile.mkdtemp(prefix="edgekd-pyz-", dir=arm_root / "tmp"))
+    inside = Path("/tmp") / device.name
+    try:
+        assert main(["pack", str(run_dir), "-o", str(device / "bundle.zip")]) == 0
+        zipfile.ZipFile(device / "bundle.zip").extract("agent.pyz", device)
+        proc = subprocess.run(["chroot", str(arm_root), "/opt/litert/bin/python", f"{inside}/agent.pyz",
+                               f"{inside}/bundle.zip", "--target", "pi", "--processes", "1", "--min-runs", "5",
+                               "--min-seconds", "0", "--warmup", "1", "-o", f"{inside}/results.json"],
+                              capture_output=True, text=True, timeout=3600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        rows = json.loads((device / "results.json").read_text())["results"]
+    finally:
+        shutil.rmtree(device, ignore_errors=True)
+    report = json.loads((run_dir / "report.json").read_text())
+    precision = {a["file"]: a["precision"] for a in report["artifacts"]}
+    x86 = {r["artifact"]: r for r in report["results"] if r["target"] == "local" and r["artifact"] in precision}
+    assert {r["artifact"] for r in rows} == set(x86) and len(rows) == 10
+    for row in rows:
+        assert row["device"]["machine"] == "aarch64" and row["target"] == "pi"
+        assert abs(row["accuracy"] - x86[row["artifact"]]["accuracy"]) <= TOLERANCE[precision[row["artifact"]]] + 1e-12
