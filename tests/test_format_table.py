@@ -5,6 +5,7 @@ The proof: a test-only format declared here, the way export/onnx_format.py decla
 one row, and exported by the pipeline like any other.
 """
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from edgekd.errors import ExportError
+from edgekd.errors import ExportError, ParityError
 from edgekd.export import onnx_format
 from edgekd.export.driver import export_model
 from edgekd.export.formats import FORMATS, ExportOptions, format_of, run_file
@@ -121,3 +122,38 @@ def test_one_module_and_one_row_make_a_format_the_pipeline_exports(with_copy, tm
                                 "quantization": None, "layout": "nchw"}
     audit = sidecar["audit"]
     assert (audit["kind"], audit["weight_dtypes"], audit["opset"]) == ("float", ["float32"], 18)
+
+
+class _Times(torch.nn.Module):
+    def forward(self, x):
+        return x * 1.01
+
+
+def _one_percent_off(model, sample, path, options):
+    """fp32 ONNX of the model with every logit 1 % larger: a converter off by a known amount."""
+    onnx_format.convert_onnx(torch.nn.Sequential(model, _Times()), sample, path, options)
+
+
+@pytest.mark.parametrize("max_diff", [1.0, 1e-3])
+def test_the_driver_holds_a_file_to_its_format_s_own_tolerance(monkeypatch, tmp_path, max_diff):
+    from edgekd.models import ModelSpec, build_model
+
+    monkeypatch.setitem(FORMATS, "onnx_off", replace(ONNX_COPY, name="onnx_off", suffix=".off.onnx",
+                                                     convert=_one_percent_off, calibration=None,
+                                                     parity=(0.999, max_diff)))
+    torch.manual_seed(SEED)
+    model = build_model(ModelSpec("mlp", (1, 8, 8), 10, {"hidden": [16]})).eval()
+    x = np.random.default_rng(SEED).standard_normal((64, 1, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        off_by = 0.01 * np.abs(model(torch.from_numpy(x)).numpy()).max()
+    assert 1e-3 < off_by < 1.0, off_by
+    out = tmp_path / "m.off.onnx"
+    if max_diff == 1.0:
+        parity = export_model("onnx_off", model, torch.zeros(1, 1, 8, 8), out, ExportOptions(x, np.zeros(64))).parity
+        assert parity.top1_agreement == 1.0 and parity.max_abs_diff == pytest.approx(off_by, rel=1e-4)
+        assert out.exists()
+    else:
+        with pytest.raises(ParityError, match=r"m.off.onnx: fp32 parity failed on 64 eval samples: max \|Δlogit\| "
+                                              r"\S+ > 1e-03"):
+            export_model("onnx_off", model, torch.zeros(1, 1, 8, 8), out, ExportOptions(x, np.zeros(64)))
+        assert not list(tmp_path.iterdir())
