@@ -171,4 +171,5 @@ TFLITE_FP16 = Format(name="tflite_fp16", suffix=".fp16.tflite", runtime="tflite"
 TFLITE_INT8 = Format(name="tflite_int8", suffix=".int8.tflite", runtime="tflite", precision="int8",
                      help="full-integer int8 TFLite, int8 input and output", convert=convert_tflite_int8,
                      audit=audit_tflite, io_signature=io_signature, options=("tflite_layout",),
-                     layout_option="tflite_layout", calibration=lambda options: {"method": "minmax"})
+                     layout_option="tflite_layout",
+                     calibration=lambda options: {"method": "minmax"})  # PT2E's observers: min/max, no option
