@@ -5,7 +5,8 @@ one batch: it never sees a model (the teacher's logits come from training.teache
 training loop owns; hint terms are training.hints). Each loss class declares
 
     help          one line, shown where losses are listed
-    Params        a frozen dataclass of its parameters; the loss is built as `Loss(params)`
+    Params        a frozen dataclass of its parameters; the loss is built as `Loss(params)` and keeps
+                  them as `self.params` (recorded beside the trained model)
     uses_teacher  whether the student stage must give it the teacher's logits
 
 A parameter named like a shared [distill] key (`temperature`, `alpha`) takes that key's value; every
