@@ -22,7 +22,8 @@ from edgekd.pipeline.data import prepare
 from edgekd.pipeline.layout import RunLayout
 from edgekd.pipeline.stages.context import StageContext, new_model, transfer_set
 from edgekd.pipeline.training.fit import fit
-from edgekd.pipeline.training.losses import CrossEntropy, Distillation
+from edgekd.pipeline.training.losses import CrossEntropy, make_loss
+from edgekd.pipeline.training.teacher_signal import TeacherSignal
 
 
 def main() -> int:
@@ -36,15 +37,16 @@ def main() -> int:
     ctx = StageContext(cfg, RunLayout(Path(".")), torch.device("cpu"), lambda: data)
     x, y = transfer_set(ctx)
     x_val, y_val = ctx.tensors("val")
-    t, alpha = cfg.distill.temperature, cfg.distill.alpha
     teacher, _ = new_model(ctx, cfg.teacher)
     one_epoch = dataclasses.replace(cfg.student.train, epochs=1)
-    losses = {"baseline": CrossEntropy(y), "distill": Distillation(teacher, x, y, t, alpha, augmented=False)}
+    signal = TeacherSignal(teacher, x, augmented=False)
+    losses = {"baseline": (CrossEntropy(), None), "distill": (make_loss(cfg.distill), signal)}
     seconds: dict[str, list[float]] = {k: [] for k in losses}
     for _ in range(args.rounds):
-        for name, loss_fn in losses.items():
+        for name, (loss_fn, teacher_signal) in losses.items():
             student, _ = new_model(ctx, cfg.student)
-            result = fit(student, x, y, loss_fn, x_val=x_val, y_val=y_val, cfg=one_epoch, seed=cfg.run.seed)
+            result = fit(student, x=x, y=y, loss=loss_fn, teacher=teacher_signal, x_val=x_val, y_val=y_val,
+                         cfg=one_epoch, seed=cfg.run.seed)
             seconds[name].append(result.epoch_seconds[0])
     med = {k: statistics.median(v) for k, v in seconds.items()}
     print(f"transfer set: {len(x)} samples; student {cfg.student.arch} {cfg.student.kwargs}; "
