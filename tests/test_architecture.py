@@ -135,3 +135,17 @@ def test_no_import_cycles_at_module_level():
 def test_every_module_is_found():
     assert {"edgekd.pipeline.cli", "edgekd.pipeline.stages.student", "edgekd.export.driver", "edgekd.bench.agent",
             "edgekd.bench.targets", "edgekd.models.registry", "edgekd.errors"} <= set(MODULES)
+
+
+def test_pyproject_lists_every_package():
+    """A wheel holds only the listed packages: a sub-package missing there imports from a checkout and
+    fails after `pip install .`."""
+    import tomllib
+
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = set()
+    for name, folder in setup["package-dir"].items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / folder)
+            found.add(".".join([name, *rel.parts]))
+    assert sorted(setup["packages"]) == sorted(found)
