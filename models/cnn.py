@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from edgekd.models.mlp import dense_head
+
 
 def _conv_block(c_in: int, c_out: int, kernel_size: int, batchnorm: bool, pool: bool) -> list[nn.Module]:
     block: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size // 2, bias=not batchnorm)]
@@ -35,10 +37,5 @@ def cnn(in_shape: tuple[int, ...], num_classes: int, channels: tuple[int, ...] =
     features = c_in * height * width
     if dropout > 0:
         layers.append(nn.Dropout(dropout))
-    if hidden > 0:
-        layers += [nn.Linear(features, hidden), nn.ReLU(inplace=True)]
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
-        features = hidden
-    layers.append(nn.Linear(features, num_classes))
+    layers += dense_head(features, (hidden,) if hidden > 0 else (), num_classes, dropout)
     return nn.Sequential(*layers)

@@ -16,12 +16,16 @@ def mlp(in_shape: tuple[int, ...], num_classes: int, hidden: tuple[int, ...] = (
         hidden: width of each hidden layer.
         dropout: dropout probability after each hidden layer (0 disables it).
     """
-    layers: list[nn.Module] = [nn.Flatten()]
-    width = math.prod(in_shape)
+    return nn.Sequential(nn.Flatten(), *dense_head(math.prod(in_shape), hidden, num_classes, dropout))
+
+
+def dense_head(width: int, hidden: tuple[int, ...], num_classes: int, dropout: float) -> list[nn.Module]:
+    """[Linear -> ReLU -> Dropout] per hidden width, then Linear to the logits (shared with cnn's head)."""
+    layers: list[nn.Module] = []
     for size in hidden:
         layers += [nn.Linear(width, size), nn.ReLU(inplace=True)]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         width = size
     layers.append(nn.Linear(width, num_classes))
-    return nn.Sequential(*layers)
+    return layers
