@@ -183,8 +183,8 @@ def test_the_file_to_ship_excludes_a_file_scored_on_another_eval_set():
     def row(artifact, n, p50):
         return {"artifact": artifact, "target": "pi", "accuracy": 0.9, "n_eval": n, "threads": 1,
                 "latency_ms": {"p50": p50, "p50_ci95": [p50, p50]}}
-    report = {"artifacts": [{"file": "export/teacher.tflite", "model": "teacher", "precision": "fp32"},
-                            {"file": "export/student.tflite", "model": "student", "precision": "fp32"}],
+    report = {"artifacts": [{"file": "export/teacher.tflite", "model": "teacher", "precision": "fp32", "size_bytes": 9},
+                            {"file": "export/student.tflite", "model": "student", "precision": "fp32", "size_bytes": 3}],
               "results": [row("export/teacher.tflite", 100, 2.0), row("export/student.tflite", 50, 1.0)],
               "models": {"teacher": {"accuracy": 0.9}}}
     rec = recommend(report, 0.01)["pi"]
