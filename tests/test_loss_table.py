@@ -92,7 +92,12 @@ def test_the_teacher_signal_caches_logits_by_index_and_taps_hint_features():
     x = torch.randn(1500, 1, 8, 8)
     idx = torch.tensor([1499, 3, 1024])
     cached = TeacherSignal(teacher, x, augmented=False, hints=(HintConfig("0", "4"),))
-    assert torch.equal(cached.cached, predict(teacher, x))  # the same 1024-sample chunks
+    # the labeller: BatchNorm folded, channels-last weights, the teacher's logits up to float rounding
+    calls = [cached.labeller.get_submodule(n.target) for n in cached.labeller.graph.nodes if n.op == "call_module"]
+    assert len(calls) == 10 and not any(isinstance(m, torch.nn.BatchNorm2d) for m in calls)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in teacher.modules())  # the teacher itself untouched
+    assert next(cached.labeller.parameters()).is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(cached.cached, predict(teacher, x), atol=1e-5)
     got = cached.batch(x[idx], idx)
     assert torch.equal(got.logits, cached.cached[idx])
     assert [f.shape for f in got.features] == [torch.Size([3, 16, 4, 4])]

@@ -6,9 +6,14 @@ costs. Under DDP each rank computes a share of the batches once and all are gath
 holds exactly what one process computes. With augmentation the teacher sees every augmented batch.
 Hint features always come from the batch as the student saw it, through hooks that live for one
 teacher pass.
+
+The logits come from a copy of the teacher made for inference (`labeller`): BatchNorm folded
+into its convolutions, channels-last memory and inference mode. Its logits equal the teacher's up to
+float rounding, and on CPU it labels a batch several times faster (`benchmarks/epoch_cost.py`).
 """
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass
@@ -46,6 +51,7 @@ class TeacherSignal:
     def __init__(self, teacher: nn.Module, x: Tensor, *, augmented: bool, hints: tuple = (), batch_size: int = 1024,
                  dist: Distributed | None = None):
         self.model, self.hints = teacher.eval(), tuple(hints)
+        self.labeller = labeller(self.model, x)
         self.cache_seconds = 0.0
         self.cached: Tensor | None = None if augmented else self._cache(x, batch_size, dist)
 
@@ -53,8 +59,7 @@ class TeacherSignal:
         start = time.perf_counter()
         starts = list(range(0, len(x), batch_size))
         mine = starts[dist.rank::dist.world] if dist else starts  # under DDP each rank computes a share once
-        with torch.no_grad():
-            chunks = {i: self.model(x[i:i + batch_size]).cpu() for i in mine}
+        chunks = {i: self._label(x[i:i + batch_size]).cpu() for i in mine}
         if dist:
             chunks = {i: t for part in dist.gather(chunks) for i, t in part.items()}
         # the same batches as one process computes: every rank holds the same values it would
@@ -65,17 +70,39 @@ class TeacherSignal:
 
     def batch(self, inputs: Tensor, idx: Tensor) -> TeacherBatch:
         """The teacher's logits for samples `idx` (seen as `inputs`), and its hint features on `inputs`."""
-        if self.cached is not None and not self.hints:
-            return TeacherBatch(self.cached[idx], [])
+        logits = self.cached[idx] if self.cached is not None else self._label(inputs)
+        if not self.hints:
+            return TeacherBatch(logits, [])
+        # the features from the teacher itself (the labeller's modules are renamed and fused), while the
+        # logits stay the labeller's: a hint of weight 0 then leaves the student exactly as without it
         tap = Tap(self.model, [h.teacher for h in self.hints], "teacher")
         try:
             with torch.no_grad():
-                logits = self.model(inputs)
+                self.model(inputs)
         finally:
             tap.remove()
-        # cached logits even beside a live pass: a batch of another size may differ in the last bits
-        return TeacherBatch(self.cached[idx] if self.cached is not None else logits, tap.outputs)
+        return TeacherBatch(logits, tap.outputs)
+
+    def _label(self, inputs: Tensor) -> Tensor:
+        with torch.inference_mode():
+            logits = self.labeller(inputs.contiguous(memory_format=torch.channels_last) if inputs.dim() == 4 else inputs)
+        return logits.clone()  # an ordinary tensor: the loss's backward may keep it
 
     def facts(self) -> dict:
         """What is worth recording beside the student."""
         return {"teacher_logits_cached": self.cached is not None, "teacher_cache_seconds": round(self.cache_seconds, 3)}
+
+
+def labeller(teacher: nn.Module, x: Tensor) -> nn.Module:
+    """A copy of the teacher for labelling batches: BatchNorm folded, channels-last for image batches.
+    The teacher itself is left as it is (hint taps and the report name its modules)."""
+    from edgekd.export.common import fold_batchnorm
+
+    fast = fold_batchnorm(teacher)
+    fast = copy.deepcopy(teacher) if fast is teacher else fast
+    if x.dim() == 4:
+        try:
+            fast = fast.to(memory_format=torch.channels_last)
+        except (RuntimeError, TypeError, AttributeError):  # scripted or exported programs keep their layout
+            pass
+    return fast.eval()
