@@ -1,11 +1,16 @@
-"""Cost of a distillation epoch with cached teacher soft targets vs a baseline (labels-only) epoch.
+"""Cost of a distillation epoch vs a baseline (labels-only) epoch, and where a distillation epoch's time goes.
 
     python benchmarks/epoch_cost.py configs/mnist5k.toml --rounds 7
 
-Builds the config's transfer set, caches the soft targets of a freshly initialised teacher (the
-cost of an epoch does not depend on how good the teacher is), then alternates one baseline epoch and
-one distillation epoch of the same student, `rounds` times, and prints the medians and their ratio.
+Builds the config's transfer set and a freshly initialised teacher (the cost of an epoch does not
+depend on how good the teacher is), then alternates one baseline epoch and one distillation epoch of
+the same student, `rounds` times, and prints the medians and their ratio. With `student.train.jitter`
+the teacher labels every shifted batch, as in the student stage; without it its logits are cached.
 Alternating keeps drifting machine load out of the ratio.
+
+Then, over the batches of one epoch, the seconds of each part: shifting the batch, the teacher as
+trained (eval mode, no_grad) and as the student stage runs it (`TeacherSignal`'s labeller: BatchNorm
+folded, channels-last, inference mode), and the student's forward, backward and optimizer step.
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import argparse
 import dataclasses
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -21,7 +27,7 @@ from edgekd.pipeline.config import load_config
 from edgekd.pipeline.data import prepare
 from edgekd.pipeline.layout import RunLayout
 from edgekd.pipeline.stages.context import StageContext, new_model, transfer_set
-from edgekd.pipeline.training.fit import fit
+from edgekd.pipeline.training.fit import fit, jitter
 from edgekd.pipeline.training.losses import CrossEntropy, make_loss
 from edgekd.pipeline.training.teacher_signal import TeacherSignal
 
@@ -39,7 +45,8 @@ def main() -> int:
     x_val, y_val = ctx.tensors("val")
     teacher, _ = new_model(ctx, cfg.teacher)
     one_epoch = dataclasses.replace(cfg.student.train, epochs=1)
-    signal = TeacherSignal(teacher, x, augmented=False)
+    augmented = cfg.student.train.jitter > 0
+    signal = TeacherSignal(teacher, x, augmented=augmented)
     losses = {"baseline": (CrossEntropy(), None), "distill": (make_loss(cfg.distill), signal)}
     seconds: dict[str, list[float]] = {k: [] for k in losses}
     for _ in range(args.rounds):
@@ -53,8 +60,40 @@ def main() -> int:
           f"{torch.get_num_threads()} threads; {args.rounds} rounds")
     for name in losses:
         print(f"{name:9s} epoch: median {med[name]:.4f} s  (min {min(seconds[name]):.4f}, max {max(seconds[name]):.4f})")
-    print(f"distill / baseline epoch cost: {med['distill'] / med['baseline']:.3f}x")
+    print(f"distill / baseline epoch cost: {med['distill'] / med['baseline']:.3f}x "
+          f"(teacher {'labels every shifted batch' if augmented else 'logits cached'})")
+    parts = [_breakdown(ctx, cfg, x, y, teacher, signal) for _ in range(args.rounds)]
+    print("one epoch, median seconds per part: " +
+          ", ".join(f"{k} {statistics.median(p[k] for p in parts):.3f}" for k in parts[0]))
     return 0
+
+
+def _breakdown(ctx, cfg, x, y, teacher, signal) -> dict[str, float]:
+    import torch.nn.functional as F
+
+    student, _ = new_model(ctx, cfg.student)
+    opt = torch.optim.Adam(student.parameters(), lr=cfg.student.train.lr)
+    gen = torch.Generator().manual_seed(0)
+    order, batch = torch.randperm(len(x), generator=gen), cfg.student.train.batch_size
+    spent = dict.fromkeys(("shift", "teacher as trained", "teacher labeller", "student step"), 0.0)
+    for start in range(0, len(x), batch):
+        idx = order[start:start + batch]
+        t0 = time.perf_counter()
+        xb = jitter(x[idx], cfg.student.train.jitter, gen)
+        t1 = time.perf_counter()
+        with torch.no_grad():
+            teacher(xb)
+        t2 = time.perf_counter()
+        logits = signal.batch(xb, idx).logits
+        t3 = time.perf_counter()
+        loss = F.kl_div(F.log_softmax(student(xb), 1), F.log_softmax(logits, 1), reduction="batchmean", log_target=True)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        t4 = time.perf_counter()
+        for key, dt in zip(spent, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            spent[key] += dt
+    return spent
 
 
 if __name__ == "__main__":
