@@ -7,9 +7,9 @@ holds exactly what one process computes. With augmentation the teacher sees ever
 Hint features always come from the batch as the student saw it, through hooks that live for one
 teacher pass.
 
-The logits come from a copy of the teacher made for inference (`labeller`): BatchNorm folded
-into its convolutions, channels-last memory and inference mode. Its logits equal the teacher's up to
-float rounding, and on CPU it labels a batch several times faster (`benchmarks/epoch_cost.py`).
+The logits come from a copy of the teacher in channels-last memory, run in inference mode
+(`labeller`): its logits equal the teacher's up to float rounding, and on CPU it labels a batch
+about 3x faster (`benchmarks/epoch_cost.py`).
 """
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ class TeacherSignal:
         logits = self.cached[idx] if self.cached is not None else self._label(inputs)
         if not self.hints:
             return TeacherBatch(logits, [])
-        # the features from the teacher itself (the labeller's modules are renamed and fused), while the
+        # the features from the teacher itself (the hint pairs name its modules), while the
         # logits stay the labeller's: a hint of weight 0 then leaves the student exactly as without it
         tap = Tap(self.model, [h.teacher for h in self.hints], "teacher")
         try:
@@ -94,15 +94,13 @@ class TeacherSignal:
 
 
 def labeller(teacher: nn.Module, x: Tensor) -> nn.Module:
-    """A copy of the teacher for labelling batches: BatchNorm folded, channels-last for image batches.
-    The teacher itself is left as it is (hint taps and the report name its modules)."""
-    from edgekd.export.common import fold_batchnorm
-
-    fast = fold_batchnorm(teacher)
-    fast = copy.deepcopy(teacher) if fast is teacher else fast
-    if x.dim() == 4:
-        try:
-            fast = fast.to(memory_format=torch.channels_last)
-        except (RuntimeError, TypeError, AttributeError):  # scripted or exported programs keep their layout
-            pass
-    return fast.eval()
+    """A copy of the teacher for labelling image batches in channels-last memory (oneDNN's fast path for
+    convolutions: about 3x faster per batch here, `benchmarks/epoch_cost.py`). BatchNorm is not folded:
+    a TorchScript teacher cannot be, and a teacher brought as a file must label exactly as the same
+    teacher trained here. The teacher itself is left as it is (hint taps name its modules)."""
+    if x.dim() != 4:
+        return teacher
+    try:
+        return copy.deepcopy(teacher).to(memory_format=torch.channels_last)
+    except (RuntimeError, TypeError, AttributeError):  # a program that cannot change its layout labels as it is
+        return teacher
