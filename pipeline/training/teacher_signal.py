@@ -70,18 +70,17 @@ class TeacherSignal:
 
     def batch(self, inputs: Tensor, idx: Tensor) -> TeacherBatch:
         """The teacher's logits for samples `idx` (seen as `inputs`), and its hint features on `inputs`."""
-        logits = self.cached[idx] if self.cached is not None else self._label(inputs)
         if not self.hints:
-            return TeacherBatch(logits, [])
-        # the features from the teacher itself (the hint pairs name its modules), while the
-        # logits stay the labeller's: a hint of weight 0 then leaves the student exactly as without it
-        tap = Tap(self.model, [h.teacher for h in self.hints], "teacher")
+            return TeacherBatch(self.cached[idx] if self.cached is not None else self._label(inputs), [])
+        # one pass of the labeller gives the logits and the hint features: it is a copy of the teacher with
+        # the same module names, so a hint of weight 0 leaves the student exactly as without it
+        tap = Tap(self.labeller, [h.teacher for h in self.hints], "teacher")
         try:
-            with torch.no_grad():
-                self.model(inputs)
+            logits = self._label(inputs)
         finally:
             tap.remove()
-        return TeacherBatch(logits, tap.outputs)
+        features = [f.clone() for f in tap.outputs]  # ordinary tensors, as the logits are
+        return TeacherBatch(self.cached[idx] if self.cached is not None else logits, features)
 
     def _label(self, inputs: Tensor) -> Tensor:
         with torch.inference_mode():
