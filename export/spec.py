@@ -63,6 +63,9 @@ class Format:
     # "samples" and "split"); None: the format needs no calibration data
     calibration: Callable[[ExportOptions], dict] | None = None
     parity: tuple[float, float | None] | None = None  # (min top-1 agreement, max |Δlogit|); None: its precision's
+    # int8 formats only: write the file from a quantization-aware trained model (export.qat.QatNet) and the
+    # eager fp32 model it was trained from; None: the format has no QAT path
+    convert_qat: Callable[[nn.Module, nn.Module, torch.Tensor, Path, ExportOptions], None] | None = None
 
     def layout(self, options: ExportOptions) -> str:
         return getattr(options, self.layout_option) if self.layout_option else "nchw"

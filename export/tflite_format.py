@@ -40,15 +40,15 @@ def _litert():
     return litert_torch
 
 
-def _io_model(model: nn.Module, sample: torch.Tensor, layout: str) -> tuple[nn.Module, torch.Tensor]:
+def io_model(model: nn.Module, sample: torch.Tensor, layout: str) -> tuple[nn.Module, torch.Tensor]:
     """The model and sample as the file will see them (channels last for nhwc)."""
     if layout == "nchw":
         return model, sample
     return _litert().to_channel_last_io(model, args=[0]).eval(), sample.permute(0, 2, 3, 1).contiguous()
 
 
-def _convert(model: nn.Module, sample: torch.Tensor, path: Path, what: str,
-             source: tuple[nn.Module, torch.Tensor], **kwargs) -> None:
+def write_tflite(model: nn.Module, sample: torch.Tensor, path: Path, what: str,
+                 source: tuple[nn.Module, torch.Tensor], **kwargs) -> None:
     """Convert and write; on failure name the layer in `source` (the user's model, not our NHWC wrapper)."""
     litert_torch = _litert()
     try:
@@ -60,7 +60,7 @@ def _convert(model: nn.Module, sample: torch.Tensor, path: Path, what: str,
 
 def convert_tflite(model: nn.Module, sample: torch.Tensor, path: Path, options: ExportOptions) -> None:
     """fp32 TFLite."""
-    _convert(*_io_model(model, sample, options.tflite_layout), path, "TFLite", (model, sample))
+    write_tflite(*io_model(model, sample, options.tflite_layout), path, "TFLite", (model, sample))
 
 
 def convert_tflite_fp16(model: nn.Module, sample: torch.Tensor, path: Path, options: ExportOptions) -> None:
@@ -88,11 +88,11 @@ def convert_tflite_int8(model: nn.Module, sample: torch.Tensor, path: Path, opti
         from torchao.quantization.pt2e import move_exported_model_to_eval
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    io_model, io_sample = _io_model(model, sample, options.tflite_layout)
+    net, io_sample = io_model(model, sample, options.tflite_layout)
     quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
     try:
         with quiet_converter():
-            prepared = prepare_pt2e(torch.export.export(io_model, (io_sample,)).module(), quantizer)
+            prepared = prepare_pt2e(torch.export.export(net, (io_sample,)).module(), quantizer)
     except Exception as exc:  # export/prepare failures name an unsupported op
         raise explain_failure(model, sample, exc, "int8 TFLite") from exc
     calib = torch.from_numpy(options.calibration_x)
@@ -103,7 +103,15 @@ def convert_tflite_int8(model: nn.Module, sample: torch.Tensor, path: Path, opti
             prepared(calib[i:i + 1])
     with quiet_converter():
         quantized = move_exported_model_to_eval(convert_pt2e(prepared, fold_quantize=False))
-    _convert(quantized, io_sample, path, "int8 TFLite", (model, sample), quant_config=QuantConfig(pt2e_quantizer=quantizer))
+    write_tflite(quantized, io_sample, path, "int8 TFLite", (model, sample), quant_config=QuantConfig(pt2e_quantizer=quantizer))
+
+
+def convert_tflite_int8_qat(net: nn.Module, model: nn.Module, sample: torch.Tensor, path: Path,
+                            options: ExportOptions) -> None:
+    """Full-integer int8 TFLite from a quantization-aware trained model (its own learned ranges)."""
+    from edgekd.export import qat
+
+    qat.convert_tflite(net, sample, path, options)
 
 
 def audit_tflite(path: Path) -> dict:
@@ -172,4 +180,5 @@ TFLITE_INT8 = Format(name="tflite_int8", suffix=".int8.tflite", runtime="tflite"
                      help="full-integer int8 TFLite, int8 input and output", convert=convert_tflite_int8,
                      audit=audit_tflite, io_signature=io_signature, options=("tflite_layout",),
                      layout_option="tflite_layout",
-                     calibration=lambda options: {"method": "minmax"})  # PT2E's observers: min/max, no option
+                     calibration=lambda options: {"method": "minmax"},  # PT2E's observers: min/max, no option
+                     convert_qat=convert_tflite_int8_qat)

@@ -5,6 +5,7 @@
       teacher.pt baseline.pt student.pt              checkpoints (torch.load(weights_only=True))
       data/eval.npz data/calibration.npz             the test split as runtimes see it; int8 calibration
       export/<model><suffix> (+ .json sidecars)      e.g. export/student.int8.tflite
+      qat/<model>.pt                                 quantization-aware trained copies (export.int8_method)
       bench/<target>.json                            one agent result file per target
       report.json report.md report.html plots/
       students/<variant>/                            further students of the same teacher (sweeps):
@@ -114,6 +115,14 @@ class RunLayout:
         from edgekd.export.formats import FORMATS
 
         return self.export_dir / f"{model}{FORMATS[fmt].suffix}"
+
+    def qat_candidate(self, model_file: Path) -> Path:
+        """Where the quantization-aware int8 file is written while it is compared with the PTQ one."""
+        return self.export_dir / ".qat" / model_file.name
+
+    def qat_model(self, model: str) -> Path:
+        """The trained quantization-aware copy of a model, reused by its int8 formats and later runs."""
+        return self.home / "qat" / f"{model}.pt"
 
     @staticmethod
     def sidecar(model_file: Path) -> Path:

@@ -103,6 +103,15 @@ class DistillConfig:
 
 
 @dataclass(frozen=True)
+class QatConfig:
+    """Quantization-aware training of a model whose int8 files need it (export.int8_method)."""
+
+    epochs: int = 5
+    lr: float = 1e-4
+    models: tuple[str, ...] = ("student", "teacher", "baseline")  # which models' int8 files may be trained so
+
+
+@dataclass(frozen=True)
 class ExportConfig:
     models: tuple[str, ...] = ("student", "teacher")  # checkpoints to export: teacher, baseline, student
     # names in export.formats.FORMATS, checked against the table itself when validated (_validate_export):
@@ -113,6 +122,10 @@ class ExportConfig:
     onnx_calibration: Literal["minmax", "entropy", "percentile"] = "minmax"  # int8 TFLite (PT2E) uses minmax
     onnx_reduce_range: bool = True  # 7-bit ONNX int8 weights, so x86 CPUs without VNNI do not saturate
     max_int8_drop: float = 0.01  # int8 accuracy may fall at most this far below fp32 (a fraction: 0.01 = 1 point)
+    # how int8 files are made: "ptq" post-training calibration only; "qat" quantization-aware training with
+    # the teacher supervising; "auto" PTQ, then QAT where PTQ's drop on the validation split is not within the limit
+    int8_method: Literal["ptq", "qat", "auto"] = "auto"
+    qat: QatConfig = QatConfig()
     opset: int = 18
 
 
@@ -254,7 +267,8 @@ def _validate_export(e: ExportConfig) -> list[str]:
 
     p = []
     roles = ("teacher", "baseline", "student")
-    for key, given, valid in (("models", e.models, roles), ("formats", e.formats, tuple(FORMATS))):
+    for key, given, valid in (("models", e.models, roles), ("formats", e.formats, tuple(FORMATS)),
+                              ("qat.models", e.qat.models, roles)):
         unknown = [v for v in given if v not in valid]
         if unknown:
             p.append(f"export.{key}: unknown {', '.join(map(repr, unknown))}; valid: {', '.join(valid)}")
@@ -262,6 +276,8 @@ def _validate_export(e: ExportConfig) -> list[str]:
         p.append(f"export.calibration_samples = {e.calibration_samples}: must be >= 1")
     if not 0 <= e.max_int8_drop <= 1:
         p.append(f"export.max_int8_drop = {e.max_int8_drop}: must be a fraction in [0, 1] (0.01 = 1 point)")
+    if e.qat.epochs < 1 or e.qat.lr <= 0:
+        p.append(f"export.qat: epochs = {e.qat.epochs} and lr = {e.qat.lr}: need epochs >= 1 and lr > 0")
     if e.opset < 17:
         p.append(f"export.opset = {e.opset}: must be >= 17")
     return p

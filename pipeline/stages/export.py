@@ -25,20 +25,22 @@ from edgekd.export.formats import FORMATS, ExportOptions
 from edgekd.export.parity import Parity, int8_drop_check
 from edgekd.fileio import sha256_file, sha256_json, write_json
 from edgekd.pipeline.stages.context import StageContext, StageResult
+from edgekd.pipeline.stages.int8 import Int8Maker
 from edgekd.pipeline.training.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 
 SIDECAR_SCHEMA = "edgekd.sidecar/1"
 ARTIFACT_KEYS = ("file", "model", "format", "precision", "size_bytes", "sha256", "parity", "audit", "int8_check",
-                 "export_seconds")
+                 "export_seconds", "int8_method", "quantization")
 
 
-def _cache_key(fmt: str, ckpt_sha: str, calibration_sha: str, options: ExportOptions) -> str:
+def _cache_key(fmt: str, ckpt_sha: str, calibration_sha: str, options: ExportOptions, method: dict) -> str:
     spec = FORMATS[fmt]
     return sha256_json({"format": fmt, "checkpoint": ckpt_sha, "edgekd": __version__, "metadata": options.metadata,
                         "calibration": calibration_sha if spec.calibration else None,
-                        "options": {k: getattr(options, k) for k in spec.options}})
+                        "options": {k: getattr(options, k) for k in spec.options},
+                        **(method if spec.precision == "int8" else {})})
 
 
 def _cached(path: Path, key: str) -> dict | None:
@@ -54,7 +56,7 @@ def _cached(path: Path, key: str) -> dict | None:
 
 
 def _sidecar(ctx: StageContext, model: str, fmt: str, result, options: ExportOptions, *, ckpt_sha: str, key: str,
-             data_meta: dict) -> dict:
+             data_meta: dict, quantization: dict | None) -> dict:
     spec, path = FORMATS[fmt], result.path
     io = spec.io_signature(path)
     io["input"]["layout"] = result.layout
@@ -69,7 +71,18 @@ def _sidecar(ctx: StageContext, model: str, fmt: str, result, options: ExportOpt
                         if spec.calibration else None),
         "size_bytes": path.stat().st_size, "sha256": sha256_file(path), "cache_key": key,
         "parity": result.parity.to_dict(), "audit": result.audit, "export_seconds": round(result.seconds, 2),
+        "int8_method": quantization["int8_method"] if quantization else None, "quantization": quantization,
     }
+
+
+def _failure(name: str, parity: Parity, check, sidecar: dict) -> str:
+    tried = ", ".join(f"{a['method']} {a['accuracy']:.2%}" for a in (sidecar.get("quantization") or {}).get("attempts", []))
+    fixes = ("set export.int8_method = 'auto' or 'qat' (quantization-aware training), " if sidecar.get("int8_method") == "ptq"
+             and not tried.count("qat") else "train QAT longer (export.qat.epochs), ")
+    return (f"{name}: the best int8 file found ({sidecar.get('int8_method') or 'ptq'}; tried: {tried or 'ptq'}) is kept, "
+            f"but not enough: {parity.accuracy:.2%} vs fp32 {parity.reference_accuracy:.2%}: {check.describe()}. Try: "
+            f"{fixes}more calibration samples (export.calibration_samples), export.onnx_calibration = 'entropy' or "
+            "'percentile', or drop this format from export.formats")
 
 
 def data_metadata(ctx: StageContext) -> dict[str, str]:
@@ -91,6 +104,7 @@ def export_models(ctx: StageContext) -> StageResult:
     data_meta = data_metadata(ctx)
     outputs: list[Path] = []
     artifacts, failures, reused = [], [], 0
+    int8 = Int8Maker(ctx)
     for model_name in e.models:
         ckpt = layout.checkpoint(model_name)
         ckpt_sha = sha256_file(ckpt)
@@ -101,14 +115,17 @@ def export_models(ctx: StageContext) -> StageResult:
         model = spec = None
         for fmt in e.formats:
             path = layout.export_file(model_name, fmt)
-            key = _cache_key(fmt, ckpt_sha, calibration_sha, options)
+            is_int8 = FORMATS[fmt].precision == "int8"
+            key = _cache_key(fmt, ckpt_sha, calibration_sha, options, int8.qat_key_inputs(model_name) if is_int8 else {})
             sidecar = _cached(path, key)
             if sidecar is None:
                 if model is None:
                     model, spec = load_checkpoint(ckpt)
-                result = export_model(fmt, model, torch.zeros(1, *spec.in_shape), path, options)
+                sample = torch.zeros(1, *spec.in_shape)
+                result, quantization = (int8.make(model_name, fmt, model, sample, options) if is_int8
+                                        else (export_model(fmt, model, sample, path, options), None))
                 sidecar = _sidecar(ctx, model_name, fmt, result, options, ckpt_sha=ckpt_sha, key=key,
-                                   data_meta=data_meta)
+                                   data_meta=data_meta, quantization=quantization)
                 log.info("export %s: %.1f KiB in %.1f s, accuracy %.2f%% (PyTorch %.2f%%), top-1 agreement %.2f%%, "
                          "max |Δ| %.1e, %s", path.name, sidecar["size_bytes"] / 1024, result.seconds,
                          100 * result.parity.accuracy, 100 * result.parity.reference_accuracy,
@@ -117,24 +134,20 @@ def export_models(ctx: StageContext) -> StageResult:
                 reused += 1
                 log.info("export %s: unchanged inputs, kept (sha256 %s...)", path.name, sidecar["sha256"][:12])
             parity = Parity(**sidecar["parity"])
-            int8 = int8_drop_check(parity, e.max_int8_drop) if sidecar["precision"] == "int8" else None
-            sidecar["int8_check"] = int8.to_dict() if int8 else None
+            check = int8_drop_check(parity, e.max_int8_drop) if sidecar["precision"] == "int8" else None
+            sidecar["int8_check"] = check.to_dict() if check else None
             side_path = layout.sidecar(path)
-            if int8 and int8.verdict == "fail":
-                path.unlink(missing_ok=True)
-                side_path.unlink(missing_ok=True)
-                failures.append(f"{path.name}: int8 accuracy {parity.accuracy:.2%} vs fp32 {parity.reference_accuracy:.2%}: "
-                                f"{int8.describe()}. Try more calibration samples (export.calibration_samples) or "
-                                "another method (export.onnx_calibration = 'entropy' or 'percentile'), or drop this "
-                                "format from export.formats")
+            write_json(side_path, sidecar)  # kept even when it fails: the best int8 file found, with its numbers
+            if check and check.verdict == "fail":
+                failures.append(_failure(path.name, parity, check, sidecar))
                 continue
-            if int8 and int8.verdict == "cannot tell":
+            if check and check.verdict == "cannot tell":
                 log.warning("%s: kept, but the eval set cannot tell whether int8 stays within export.max_int8_drop: %s",
-                            path.name, int8.describe())
-            write_json(side_path, sidecar)
+                            path.name, check.describe())
             outputs += [path, side_path]
-            artifacts.append({k: sidecar[k] for k in ARTIFACT_KEYS})
+            artifacts.append({k: sidecar.get(k) for k in ARTIFACT_KEYS})
     if failures:
-        raise CheckFailed("export: int8 accuracy check failed (the other files are kept and will not be "
-                          "converted again):\n" + "\n".join(f"  - {f}" for f in failures))
+        raise CheckFailed("export: int8 accuracy check failed (every file is kept, the failing ones as the best int8 "
+                          "file found, and none will be converted again while its inputs are unchanged):\n"
+                          + "\n".join(f"  - {f}" for f in failures))
     return StageResult(outputs, {"artifacts": artifacts, "reused_files": reused})
