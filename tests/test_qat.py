@@ -147,3 +147,18 @@ def test_auto_runs_no_qat_when_ptq_passes(tmp_path):
         assert side["int8_method"] == "ptq" and len(side["quantization"]["attempts"]) == 1
         assert side["quantization"]["attempts"][0]["train_seconds"] == 0
     assert not (out / "qat").exists()
+
+
+def test_the_report_says_how_each_int8_file_was_made():
+    from edgekd.pipeline.reporting.markdown import int8_lines
+
+    attempts = [{"method": "ptq", "drop": 0.03, "train_seconds": 0.0}, {"method": "qat", "drop": 0.004, "train_seconds": 12.5}]
+    report = {"artifacts": [
+        {"file": "export/student.tflite", "model": "student", "format": "tflite", "precision": "fp32"},
+        {"file": "export/student.int8.tflite", "model": "student", "format": "tflite", "precision": "int8",
+         "int8_method": "qat", "quantization": {"attempts": attempts}}],
+        "results": [{"target": "local", "artifact": "export/student.int8.tflite", "latency_ms": {"p50": 0.010}},
+                    {"target": "local", "artifact": "export/student.tflite", "latency_ms": {"p50": 0.020}}]}
+    lines = int8_lines(report)
+    assert lines[-3].startswith("| file | method | PTQ drop | kept file's drop | QAT training s | p50 on local (fp32 file) |")
+    assert lines[-1] == "| export/student.int8.tflite | qat | -3.00 pts | -0.40 pts | 12.5 | 10.0 µs (20.0 µs) |"

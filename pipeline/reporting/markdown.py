@@ -97,6 +97,7 @@ def markdown(report: dict) -> str:
     for target, missed in skipped.items():
         out += ["", f"## Target `{target}`", ""] + [f"Not measured: {row['artifact']} ({row['reason']})." for row in missed]
     out += stale_lines(report.get("stale", []))
+    out += int8_lines(report)
     out += _distillation_lines(report)
     out += ["", "## What each file is (read back from the file)", "",
             "| file | kind | weights | weight bits | activations | input | granularity | ops | ops computing in float |",
@@ -107,6 +108,36 @@ def markdown(report: dict) -> str:
                    f"{'/'.join(au['activation_dtypes'])} | {au['input_dtype']} | {au['granularity'] or '-'} | "
                    f"{au['op_count']} | {', '.join(au.get('float_ops', [])) or 'none'} |")
     return "\n".join(out) + "\n"
+
+
+def int8_lines(report: dict) -> list[str]:
+    """How each int8 file was made (PTQ or QAT), its drop before and after, the training it cost, and
+    per target its p50 next to the same model's fp32 file of the same runtime."""
+    int8 = [a for a in report["artifacts"] if a["precision"] == "int8"]
+    if not int8:
+        return []
+    p50 = {(r["target"], r["artifact"]): r["latency_ms"]["p50"] for r in report.get("results", [])}
+    targets = sorted({t for t, _ in p50})
+    fp32 = {(a["model"], a["format"]): a["file"] for a in report["artifacts"] if a["precision"] == "fp32"}
+    out = ["", "## How the int8 files were made (`export.int8_method`)", "",
+           "PTQ: post-training calibration on train samples. QAT: quantization-aware training with an fp32 model "
+           "supervising (the teacher for the student, the model's own fp32 copy otherwise). `auto` trains only where PTQ's drop on the "
+           "validation split was not within `export.max_int8_drop`, and keeps the file with more validation samples "
+           "right. Drops are on the test split, against the same model's PyTorch fp32 accuracy.", "",
+           "| file | method | PTQ drop | kept file's drop | QAT training s | " +
+           " | ".join(f"p50 on {t} (fp32 file)" for t in targets) + " |",
+           "|---|---|---:|---:|---:|" + "---:|" * len(targets)]
+    for a in int8:
+        attempts = (a.get("quantization") or {}).get("attempts", [])
+        ptq = next((x for x in attempts if x["method"] == "ptq"), None)
+        kept = next((x for x in attempts if x["method"] == a["int8_method"]), None)
+        seconds = sum(x["train_seconds"] for x in attempts)
+        twin = fp32.get((a["model"], a["format"]))
+        speeds = [f"{fmt_ms(p50[(t, a['file'])])} ({fmt_ms(p50[(t, twin)]) if (t, twin) in p50 else '-'})"
+                  if (t, a["file"]) in p50 else "-" for t in targets]
+        out.append(f"| {a['file']} | {a['int8_method']} | {fmt_points(-ptq['drop']) if ptq else 'not tried'} | "
+                   f"{fmt_points(-kept['drop']) if kept else '-'} | {seconds:.1f} | " + " | ".join(speeds) + " |")
+    return out
 
 
 def stale_lines(stale: list[dict]) -> list[str]:

@@ -192,7 +192,9 @@ def build_report(layout: RunLayout) -> dict:
         artifacts.append({"file": a["file"], "model": a["model"], "format": a["format"], "precision": a["precision"],
                           "size_bytes": file.stat().st_size, "sha256": sha256_file(file),
                           "parity": {k: a["parity"][k] for k in ("top1_agreement", "max_abs_diff", "n")},
-                          "audit": a["audit"]})
+                          "audit": a["audit"],
+                          **({"int8_method": a.get("int8_method") or "ptq", "quantization": a.get("quantization")}
+                             if a["precision"] == "int8" else {})})
     current = _run_files(layout)  # recorded hashes; verify_inputs has checked them against the disk
     results, stale, skipped, targets = [], [], [], []
     for path in sorted(layout.bench_dir.glob("*.json")):
