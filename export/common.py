@@ -83,6 +83,15 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return traced.eval()
 
 
+def weighted_layers(model: nn.Module) -> list[str]:
+    """Module paths of the layers int8 quantizes (convolutions and linear layers), in model order:
+    what `ExportOptions.float_layers` names."""
+    from torch import nn
+
+    kinds = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)
+    return [name for name, m in model.named_modules() if isinstance(m, kinds) and name]
+
+
 def _chain_text(exc: BaseException) -> str:
     parts, seen = [], set()
     while exc is not None and id(exc) not in seen:

@@ -77,6 +77,22 @@ class _CalibrationReader:
         return next(self._batches, None)
 
 
+def _nodes_of(path: Path, layers: tuple[str, ...]) -> list[str]:
+    """The ONNX nodes the torch exporter made from `layers` (module paths), by its name-scope metadata."""
+    if not layers:
+        return []
+    import ast
+
+    import onnx
+
+    nodes = []
+    for node in onnx.load(str(path)).graph.node:
+        scopes = next((ast.literal_eval(p.value) for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), [])
+        if ".".join(scopes[:-1]) in layers:  # the last scope is the op, the ones before it the module path
+            nodes.append(node.name)
+    return nodes
+
+
 def convert_onnx_int8(model: nn.Module, sample: torch.Tensor, path: Path, options: ExportOptions) -> None:
     """Static int8 ONNX: QDQ format, per-channel int8 weights, int8 activations calibrated on train samples.
 
@@ -96,6 +112,7 @@ def convert_onnx_int8(model: nn.Module, sample: torch.Tensor, path: Path, option
         with quiet_converter():
             quant_pre_process(str(fp32), str(prepared))  # shape inference + graph cleanup, as ORT recommends
             quantize_static(str(prepared), str(path), _CalibrationReader(options.calibration_x, "input"),
+                            nodes_to_exclude=_nodes_of(prepared, options.float_layers),
                             quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
                             weight_type=QuantType.QInt8, calibrate_method=method, reduce_range=options.onnx_reduce_range,
                             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
@@ -205,5 +222,5 @@ ONNX = Format(name="onnx", suffix=".onnx", runtime="onnx", precision="fp32", hel
               convert=convert_onnx, audit=audit_onnx, io_signature=io_signature, options=("opset",))
 ONNX_INT8 = Format(name="onnx_int8", suffix=".int8.onnx", runtime="onnx", precision="int8",
                    help="static int8 ONNX, QDQ, per-channel weights", convert=convert_onnx_int8, audit=audit_onnx,
-                   io_signature=io_signature, options=("opset", "onnx_calibration", "onnx_reduce_range"),
-                   calibration=_int8_calibration, convert_qat=convert_onnx_int8_qat)
+                   io_signature=io_signature, options=("opset", "onnx_calibration", "onnx_reduce_range", "float_layers"),
+                   calibration=_int8_calibration, convert_qat=convert_onnx_int8_qat, float_layers=True)

@@ -31,6 +31,8 @@ class ExportOptions:
     tflite_layout: Literal["nhwc", "nchw"] = "nhwc"
     opset: int = 18
     metadata: dict[str, str] = field(default_factory=dict)  # embedded where the format allows (ONNX metadata_props)
+    # int8 formats: the model's layers (module paths, e.g. "features.3") kept in float (export.int8_fallback)
+    float_layers: tuple[str, ...] = ()
 
 
 @dataclass
@@ -66,6 +68,8 @@ class Format:
     # int8 formats only: write the file from a quantization-aware trained model (export.qat.QatNet) and the
     # eager fp32 model it was trained from; None: the format has no QAT path
     convert_qat: Callable[[nn.Module, nn.Module, torch.Tensor, Path, ExportOptions], None] | None = None
+    # int8 formats whose converter honours ExportOptions.float_layers (the accuracy-aware fallback)
+    float_layers: bool = False
 
     def layout(self, options: ExportOptions) -> str:
         return getattr(options, self.layout_option) if self.layout_option else "nchw"

@@ -116,9 +116,9 @@ class RunLayout:
 
         return self.export_dir / f"{model}{FORMATS[fmt].suffix}"
 
-    def qat_candidate(self, model_file: Path) -> Path:
-        """Where the quantization-aware int8 file is written while it is compared with the PTQ one."""
-        return self.export_dir / ".qat" / model_file.name
+    def int8_candidate(self, model_file: Path, method: str) -> Path:
+        """Where an int8 file made by `method` ("qat", "mixed") is written while it is compared with the others."""
+        return self.export_dir / ".int8" / method / model_file.name
 
     def qat_model(self, model: str) -> Path:
         """The trained quantization-aware copy of a model, reused by its int8 formats and later runs."""

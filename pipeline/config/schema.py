@@ -125,6 +125,9 @@ class ExportConfig:
     # how int8 files are made: "ptq" post-training calibration only; "qat" quantization-aware training with
     # the teacher supervising; "auto" PTQ, then QAT where PTQ's drop on the validation split is not within the limit
     int8_method: Literal["ptq", "qat", "auto"] = "auto"
+    # when the int8 file so made is still not within the limit on the validation split: keep its most sensitive
+    # layers in float, one at a time, until it is (formats that support it: onnx_int8)
+    int8_fallback: bool = True
     qat: QatConfig = QatConfig()
     opset: int = 18
 

@@ -124,9 +124,9 @@ def int8_lines(report: dict) -> list[str]:
            "supervising (the teacher for the student, the model's own fp32 copy otherwise). `auto` trains only where PTQ's drop on the "
            "validation split was not within `export.max_int8_drop`, and keeps the file with more validation samples "
            "right. Drops are on the test split, against the same model's PyTorch fp32 accuracy.", "",
-           "| file | method | PTQ drop | kept file's drop | QAT training s | " +
+           "| file | method | PTQ drop | kept file's drop | QAT training s | layers in float | " +
            " | ".join(f"p50 on {t} (fp32 file)" for t in targets) + " |",
-           "|---|---|---:|---:|---:|" + "---:|" * len(targets)]
+           "|---|---|---:|---:|---:|---|" + "---:|" * len(targets)]
     for a in int8:
         attempts = (a.get("quantization") or {}).get("attempts", [])
         ptq = next((x for x in attempts if x["method"] == "ptq"), None)
@@ -135,8 +135,10 @@ def int8_lines(report: dict) -> list[str]:
         twin = fp32.get((a["model"], a["format"]))
         speeds = [f"{fmt_ms(p50[(t, a['file'])])} ({fmt_ms(p50[(t, twin)]) if (t, twin) in p50 else '-'})"
                   if (t, a["file"]) in p50 else "-" for t in targets]
+        floats = (f"{', '.join(kept['float_layers'])} of {kept['layers']} (+{(kept['size_bytes'] - ptq['size_bytes']) / 1024:.1f} "
+                  "KiB)" if kept and kept.get("float_layers") and ptq else "none")
         out.append(f"| {a['file']} | {a['int8_method']} | {fmt_points(-ptq['drop']) if ptq else 'not tried'} | "
-                   f"{fmt_points(-kept['drop']) if kept else '-'} | {seconds:.1f} | " + " | ".join(speeds) + " |")
+                   f"{fmt_points(-kept['drop']) if kept else '-'} | {seconds:.1f} | {floats} | " + " | ".join(speeds) + " |")
     return out
 
 

@@ -116,7 +116,7 @@ def export_models(ctx: StageContext) -> StageResult:
         for fmt in e.formats:
             path = layout.export_file(model_name, fmt)
             is_int8 = FORMATS[fmt].precision == "int8"
-            key = _cache_key(fmt, ckpt_sha, calibration_sha, options, int8.qat_key_inputs(model_name) if is_int8 else {})
+            key = _cache_key(fmt, ckpt_sha, calibration_sha, options, int8.key_inputs(model_name) if is_int8 else {})
             sidecar = _cached(path, key)
             if sidecar is None:
                 if model is None:

@@ -12,15 +12,19 @@ the sidecar under `quantization`.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from edgekd.export.common import fold_batchnorm, reference_logits
+from edgekd.export import qat as qat_lib
+from edgekd.export.common import fold_batchnorm, reference_logits, weighted_layers
 from edgekd.export.driver import export_model
 from edgekd.export.formats import FORMATS, ExportOptions, ExportResult
 from edgekd.export.parity import Parity, compare, int8_drop_check
@@ -37,6 +41,8 @@ class Attempt:
     result: ExportResult  # parity on the eval set (test split)
     val: Parity  # the same file against the fp32 model on the validation split
     train_seconds: float = 0.0  # QAT training this attempt paid for (0 when PTQ, or reused)
+    size_bytes: int = 0
+    details: dict = field(default_factory=dict)  # mixed: the float layers, each layer's sensitivity, search time
 
     def to_dict(self, max_drop: float) -> dict:
         check = int8_drop_check(self.val, max_drop)
@@ -45,7 +51,8 @@ class Attempt:
                 "drop": self.result.parity.reference_accuracy - self.result.parity.accuracy,
                 "val_accuracy": self.val.accuracy, "val_reference_accuracy": self.val.reference_accuracy,
                 "val_verdict": check.verdict, "export_seconds": round(self.result.seconds, 2),
-                "train_seconds": round(self.train_seconds, 2)}
+                "train_seconds": round(self.train_seconds, 2), "size_bytes": self.size_bytes,
+                **self.details}
 
 
 @dataclass
@@ -60,38 +67,85 @@ class Int8Maker:
         e = self.ctx.cfg.export
         return e.int8_method if model_name in e.qat.models else "ptq"
 
-    def qat_key_inputs(self, model_name: str) -> dict:
-        """What a QAT-made file depends on beyond the PTQ one (part of its cache key)."""
-        if self.method(model_name) == "ptq":
-            return {"int8_method": "ptq"}
-        return {"int8_method": self.method(model_name), "qat": self._qat_inputs(model_name).key(self.ctx.cfg),
-                "val_fraction": self.ctx.cfg.data.val_fraction}
+    def key_inputs(self, model_name: str) -> dict:
+        """What an int8 file depends on beyond its PTQ conversion's inputs (part of its cache key)."""
+        e = self.ctx.cfg.export
+        method = self.method(model_name)
+        return {"int8_method": method, "int8_fallback": e.int8_fallback, "val_fraction": self.ctx.cfg.data.val_fraction,
+                "qat": None if method == "ptq" else self._qat_inputs(model_name).key(self.ctx.cfg)}
 
     def make(self, model_name: str, fmt: str, model: nn.Module, sample: torch.Tensor,
              options: ExportOptions) -> tuple[ExportResult, dict]:
         """Write `model`'s file of int8 format `fmt`; the result and the sidecar's `quantization` entry."""
-        layout, method, max_drop = self.ctx.layout, self.method(model_name), self.ctx.cfg.export.max_int8_drop
+        layout, method = self.ctx.layout, self.method(model_name)
         path = layout.export_file(model_name, fmt)
         attempts: list[Attempt] = []
         if method != "qat":
             attempts.append(self._judged("ptq", fmt, model, options, export_model(fmt, model, sample, path, options)))
-            verdict = int8_drop_check(attempts[0].val, max_drop).verdict
-            if method == "ptq" or verdict == "pass":
-                return attempts[0].result, self._entry(method, attempts[0], attempts)
-            log.info("%s: PTQ on the validation split: %s; trying quantization-aware training", path.name,
-                     int8_drop_check(attempts[0].val, max_drop).describe())
-        trained, seconds = self._qat_model(model_name, model, sample)
-        candidate = layout.qat_candidate(path)
-        candidate.parent.mkdir(parents=True, exist_ok=True)
-        result = export_model(fmt, model, sample, candidate, options, qat_net=trained.net)
-        attempts.append(self._judged("qat", fmt, model, options, result, seconds))
-        best = max(attempts, key=lambda a: a.val.accuracy)  # max keeps the first of equals: PTQ
-        if best.method == "qat":
-            os.replace(candidate, path)
-            best.result.path = path
-        else:
-            candidate.unlink(missing_ok=True)
+            if method == "auto" and not self._passes(attempts[0]):
+                log.info("%s: PTQ on the validation split: %s; trying quantization-aware training", path.name,
+                         self._check(attempts[0]).describe())
+        if method == "qat" or (method == "auto" and not self._passes(attempts[0])):
+            trained, seconds = self._qat_model(model_name, model, sample)
+            candidate = layout.int8_candidate(path, "qat")
+            result = export_model(fmt, model, sample, candidate, options, qat_net=trained.net)
+            attempts.append(self._judged("qat", fmt, model, options, result, seconds))
+        best = max(attempts, key=self._rank)  # max keeps the first of equals: PTQ
+        if not self._passes(best) and self.ctx.cfg.export.int8_fallback and FORMATS[fmt].float_layers:
+            base = model if best.method == "ptq" else qat_lib.float_model(model, self._qat[model_name].net)
+            mixed = self._fallback(fmt, model, base, sample, options, path)
+            attempts.append(mixed)
+            best = max(attempts, key=self._rank)
+        for a in attempts:  # the kept file goes to its place; the others are removed
+            if a is best and a.result.path != path:
+                os.replace(a.result.path, path)
+                a.result.path = path
+            elif a is not best and a.result.path != path:
+                a.result.path.unlink(missing_ok=True)
         return best.result, self._entry(method, best, attempts)
+
+    def _fallback(self, fmt: str, model: nn.Module, base: nn.Module, sample: torch.Tensor, options: ExportOptions,
+                  path: Path) -> Attempt:
+        """Keep the most sensitive layers in float, one more at a time, until the validation check passes.
+
+        A layer's sensitivity is the validation drop when it alone is quantized (every other layer float).
+        `base` holds the weights to convert (the model's, or its QAT-trained ones), `model` the fp32 reference.
+        """
+        start = time.perf_counter()
+        candidate = self.ctx.layout.int8_candidate(path, "mixed")
+        layers = weighted_layers(base)
+
+        def convert(float_layers: tuple[str, ...]) -> Attempt:
+            opts = dataclasses.replace(options, float_layers=float_layers)
+            return self._judged("mixed", fmt, model, opts, export_model(fmt, base, sample, candidate, opts))
+
+        sensitivity = {}
+        for layer in layers:
+            alone = convert(tuple(x for x in layers if x != layer))
+            sensitivity[layer] = alone.val.reference_accuracy - alone.val.accuracy
+        ranked = sorted(layers, key=lambda x: -sensitivity[x])
+        tried = []
+        for k in range(1, len(ranked) + 1):
+            tried.append(convert(tuple(ranked[:k])))
+            if self._passes(tried[-1]):
+                break
+        k = 1 + max(range(len(tried)), key=lambda i: self._rank(tried[i]))  # first of equals: fewest float layers
+        best = tried[-1] if k == len(tried) else convert(tuple(ranked[:k]))  # the candidate holds the last one tried
+        best.details = {"float_layers": ranked[:k], "sensitivity": {x: round(v, 4) for x, v in sensitivity.items()},
+                        "layers": len(layers), "search_seconds": round(time.perf_counter() - start, 2)}
+        log.info("%s: %d of %d layers kept in float (%s): %s", path.name, len(best.details["float_layers"]), len(layers),
+                 ", ".join(best.details["float_layers"]), self._check(best).describe())
+        return best
+
+    def _check(self, attempt: Attempt):
+        return int8_drop_check(attempt.val, self.ctx.cfg.export.max_int8_drop)
+
+    def _passes(self, attempt: Attempt) -> bool:
+        return self._check(attempt).verdict == "pass"
+
+    def _rank(self, attempt: Attempt) -> tuple[bool, float]:
+        """Which file to keep: one within the limit first, then the most validation samples right."""
+        return self._passes(attempt), attempt.val.accuracy
 
     def _entry(self, method: str, chosen: Attempt, attempts: list[Attempt]) -> dict:
         max_drop = self.ctx.cfg.export.max_int8_drop
@@ -103,7 +157,7 @@ class Int8Maker:
         x, y = self._validation(options)
         reference = reference_logits(fold_batchnorm(model), x)
         val = compare(FORMATS[fmt].run(result.path, x, result.layout), reference, y, result.path.name)
-        return Attempt(method, result, val, train_seconds)
+        return Attempt(method, result, val, train_seconds, result.path.stat().st_size)
 
     def _validation(self, options: ExportOptions) -> tuple[np.ndarray, np.ndarray]:
         """The validation split as runtimes see it; the eval set when there is none (data.val_fraction = 0)."""
