@@ -180,5 +180,6 @@ TFLITE_INT8 = Format(name="tflite_int8", suffix=".int8.tflite", runtime="tflite"
                      help="full-integer int8 TFLite, int8 input and output", convert=convert_tflite_int8,
                      audit=audit_tflite, io_signature=io_signature, options=("tflite_layout",),
                      layout_option="tflite_layout",
-                     calibration=lambda options: {"method": "minmax"},  # PT2E's observers: min/max, no option
+                     # litert-torch's PT2E observers, not configurable: a histogram for activations, min/max for weights
+                     calibration=lambda options: {"method": "histogram", "weights": "minmax"},
                      convert_qat=convert_tflite_int8_qat)

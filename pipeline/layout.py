@@ -116,9 +116,14 @@ class RunLayout:
 
         return self.export_dir / f"{model}{FORMATS[fmt].suffix}"
 
+    @property
+    def int8_candidates(self) -> Path:
+        """Scratch for int8 files being compared (removed once one is kept)."""
+        return self.home / ".int8"
+
     def int8_candidate(self, model_file: Path, method: str) -> Path:
         """Where an int8 file made by `method` ("qat", "mixed") is written while it is compared with the others."""
-        return self.export_dir / ".int8" / method / model_file.name
+        return self.int8_candidates / method / model_file.name
 
     def qat_model(self, model: str) -> Path:
         """The trained quantization-aware copy of a model, reused by its int8 formats and later runs."""

@@ -17,7 +17,9 @@ def binomial_floor(expected: float, n: int, sigmas: float = 4.0) -> float:
 
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
-# digits through export, bench and report: one ONNX and one int8 TFLite student, a tiny timing budget
+# digits through export, bench and report: one ONNX and one int8 TFLite student (PTQ: on digits' small
+# validation split auto would train QAT, which tests/test_qat.py covers), a tiny timing budget
 FAST_BENCH = ["teacher.train.epochs=3", "student.train.epochs=3", "run.device=cpu", f"run.seed={SEED}",
-              "export.models=['student']", "export.formats=['onnx', 'tflite_int8']", "bench.processes=2",
+              "export.models=['student']", "export.formats=['onnx', 'tflite_int8']", "export.int8_method=ptq",
+              "bench.processes=2",
               "bench.min_runs=20", "bench.min_seconds=0.02", "bench.warmup=2", "bench.eager=['student']"]

@@ -115,11 +115,11 @@ def test_a_quantization_that_breaks_the_model_exits_1_and_keeps_the_best_file(tm
             "--set", "teacher.train.epochs=1", "--set", "student.train.epochs=5", "--set", f"run.seed={SEED}",
             "--set", "student.arch=tests.user_models:QuantFragile", "--set", "student.kwargs={}",
             "--set", "export.models=['student']", "--set", "export.formats=['onnx', 'onnx_int8']",
-            "--set", "export.int8_method=ptq"]
+            "--set", "export.int8_method=ptq", "--set", "export.int8_fallback=false"]
     assert main(args) == 1
     err = " ".join(capsys.readouterr().err.split())
     assert "student.int8.onnx: the best int8 file found (ptq; tried: ptq" in err and "is kept, but not enough" in err
-    assert "beyond the limit" in err and "export.int8_method = 'auto' or 'qat'" in err
+    assert "beyond the limit" in err and "export.int8_method = 'auto' or 'qat'" in err and "export.int8_fallback" in err
     export = tmp_path / "r" / "export"
     sidecar = json.loads((export / "student.int8.onnx.json").read_text())
     assert sidecar["int8_check"]["verdict"] == "fail" and sidecar["int8_method"] == "ptq"

@@ -121,7 +121,7 @@ def _run(tmp_path, *sets: str) -> tuple[int, Path]:
 
 
 def test_int8_method_qat_trains_once_for_both_formats_and_is_reused(tmp_path):
-    rc, out = _run(tmp_path, "export.int8_method=qat")
+    rc, out = _run(tmp_path, "export.int8_method=qat", "export.int8_fallback=false")
     assert rc in (0, 1)  # 1: a 3-epoch student may still miss the limit; the files are kept either way
     sides = {f: json.loads((out / "export" / f"student{f}.json").read_text()) for f in (".int8.tflite", ".int8.onnx")}
     for side in sides.values():
@@ -135,7 +135,8 @@ def test_int8_method_qat_trains_once_for_both_formats_and_is_reused(tmp_path):
                  *[a for s in ("teacher.train.epochs=2", "student.train.epochs=3", f"run.seed={SEED}",
                                "student.arch=dsconv", "student.kwargs={stem=4, channels=[8]}",
                                "export.models=['student']", "export.formats=['tflite_int8', 'onnx_int8']",
-                               "export.qat.epochs=2", "export.int8_method=qat") for a in ("--set", s)]]) == rc
+                               "export.qat.epochs=2", "export.int8_method=qat", "export.int8_fallback=false")
+                   for a in ("--set", s)]]) == rc
     assert model.stat().st_mtime_ns == before  # not trained again
 
 

@@ -119,7 +119,7 @@ class ExportConfig:
     formats: tuple[str, ...] = ("onnx", "onnx_int8", "tflite", "tflite_fp16", "tflite_int8")
     tflite_layout: Literal["nhwc", "nchw"] = "nhwc"
     calibration_samples: int = 256  # drawn from the train split, stratified by class
-    onnx_calibration: Literal["minmax", "entropy", "percentile"] = "minmax"  # int8 TFLite (PT2E) uses minmax
+    onnx_calibration: Literal["minmax", "entropy", "percentile"] = "minmax"  # int8 TFLite (PT2E) always uses a histogram
     onnx_reduce_range: bool = True  # 7-bit ONNX int8 weights, so x86 CPUs without VNNI do not saturate
     max_int8_drop: float = 0.01  # int8 accuracy may fall at most this far below fp32 (a fraction: 0.01 = 1 point)
     # how int8 files are made: "ptq" post-training calibration only; "qat" quantization-aware training with

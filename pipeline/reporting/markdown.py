@@ -130,14 +130,15 @@ def int8_lines(report: dict) -> list[str]:
     for a in int8:
         attempts = (a.get("quantization") or {}).get("attempts", [])
         ptq = next((x for x in attempts if x["method"] == "ptq"), None)
-        kept = next((x for x in attempts if x["method"] == a["int8_method"]), None)
+        method = a.get("int8_method", "ptq")  # reports written before int8_method existed: PTQ was all there was
+        kept = next((x for x in attempts if x["method"] == method), None)
         seconds = sum(x["train_seconds"] for x in attempts)
         twin = fp32.get((a["model"], a["format"]))
         speeds = [f"{fmt_ms(p50[(t, a['file'])])} ({fmt_ms(p50[(t, twin)]) if (t, twin) in p50 else '-'})"
                   if (t, a["file"]) in p50 else "-" for t in targets]
         floats = (f"{', '.join(kept['float_layers'])} of {kept['layers']} (+{(kept['size_bytes'] - ptq['size_bytes']) / 1024:.1f} "
                   "KiB)" if kept and kept.get("float_layers") and ptq else "none")
-        out.append(f"| {a['file']} | {a['int8_method']} | {fmt_points(-ptq['drop']) if ptq else 'not tried'} | "
+        out.append(f"| {a['file']} | {method} | {fmt_points(-ptq['drop']) if ptq else 'not tried'} | "
                    f"{fmt_points(-kept['drop']) if kept else '-'} | {seconds:.1f} | {floats} | " + " | ".join(speeds) + " |")
     return out
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,12 +97,11 @@ class Int8Maker:
             mixed = self._fallback(fmt, model, base, sample, options, path)
             attempts.append(mixed)
             best = max(attempts, key=self._rank)
-        for a in attempts:  # the kept file goes to its place; the others are removed
-            if a is best and a.result.path != path:
-                os.replace(a.result.path, path)
-                a.result.path = path
-            elif a is not best and a.result.path != path:
-                a.result.path.unlink(missing_ok=True)
+        if best.result.path != path:  # the kept file goes to its place
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(best.result.path, path)
+            best.result.path = path
+        shutil.rmtree(layout.int8_candidates, ignore_errors=True)  # the others
         return best.result, self._entry(method, best, attempts)
 
     def _fallback(self, fmt: str, model: nn.Module, base: nn.Module, sample: torch.Tensor, options: ExportOptions,
