@@ -1,5 +1,6 @@
 """Quantization-aware training: the upstream workaround, the QAT model, its int8 files, and int8_method in a run."""
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -184,3 +185,40 @@ def test_the_fallback_keeps_the_most_sensitive_layers_in_float(tmp_path):
     if kept == "mixed":
         assert side["audit"]["kind"] == "mixed" and {"Conv", "Gemm"} & set(side["audit"]["float_ops"])
         assert side["parity"]["accuracy"] == mixed["accuracy"]
+
+
+def test_ctrl_c_mid_qat_resumes_at_that_epoch_and_ends_with_the_same_model(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from edgekd.pipeline.config import load_config
+    from edgekd.pipeline.run import run_pipeline
+
+    settings = ["teacher.train.epochs=2", "student.train.epochs=3", f"run.seed={SEED}", "run.device=cpu",
+                "student.arch=dsconv", "student.kwargs={stem=4, channels=[8]}", "export.models=['student']",
+                "export.formats=['tflite_int8']", "export.int8_method=qat", "export.qat.epochs=10"]
+    config = ROOT / "configs" / "digits.toml"
+    whole = tmp_path / "whole"
+    run_pipeline(load_config(config, settings), whole, until="export")
+    cut = tmp_path / "cut"
+    cmd = [sys.executable, "-m", "edgekd.pipeline.cli", "-q", "run", str(config), "--out", str(cut), "--until", "export",
+           *[a for s in settings for a in ("--set", s)]]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    resume = cut / ".resume" / "qat-student.pt"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not resume.exists():
+        time.sleep(0.02)
+    time.sleep(0.3)  # into a later epoch
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    saved = torch.load(resume, weights_only=True)["epoch"]
+    assert 1 <= saved < 10
+    run_pipeline(load_config(config, settings), cut, until="export")
+    resumed, reference = (torch.load(d / "qat" / "student.pt", weights_only=True) for d in (cut, whole))
+    assert resumed["facts"]["resumed_from"] == saved and reference["facts"]["resumed_from"] == 0
+    assert resumed["state_dict"].keys() == reference["state_dict"].keys()
+    assert all(torch.equal(resumed["state_dict"][k], reference["state_dict"][k]) for k in reference["state_dict"])
+    assert (cut / "export" / "student.int8.tflite").read_bytes() == (whole / "export" / "student.int8.tflite").read_bytes()

@@ -6,6 +6,9 @@
   or a "cannot tell" of the paired rule), QAT too, and the file with more validation samples right is
   kept (PTQ on a tie). A PTQ file that passes costs no training.
 
+Then, with `export.int8_fallback`, a kept file still not within the limit gets its most sensitive layers
+in float, one more at a time ("mixed"; formats whose converter can keep a layer in float: int8 ONNX).
+
 The choice is made on the validation split; the test split (the eval set) only reports the kept file,
 as for every other file. Each attempt's numbers (test and validation accuracy, drop, seconds) go to
 the sidecar under `quantization`.
@@ -38,7 +41,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Attempt:
-    method: str  # "ptq" | "qat"
+    method: str  # "ptq" | "qat" | "mixed"
     result: ExportResult  # parity on the eval set (test split)
     val: Parity  # the same file against the fp32 model on the validation split
     train_seconds: float = 0.0  # QAT training this attempt paid for (0 when PTQ, or reused)
