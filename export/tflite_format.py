@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgekd.errors import MissingDependency
+from edgekd.errors import ExportError, MissingDependency
 from edgekd.export.audit import INT_ACTIVATIONS, summary
 from edgekd.export.common import explain_failure, quiet_converter
 from edgekd.export.spec import ExportOptions, Format
@@ -77,9 +77,71 @@ def convert_tflite_fp16(model: nn.Module, sample: torch.Tensor, path: Path, opti
         path.write_bytes(bytes(q.quantize(enable_progress_report=False).quantized_model))
 
 
+def _weighted_ops(path: Path) -> list[tuple[str, int]]:
+    """(output tensor name, weight element count) of each weighted op of a .tflite file, in execution order."""
+    from edgekd.export.runtimes import tflite_interpreter
+
+    interp = tflite_interpreter(path)
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    return [(tensors[op["outputs"][0]]["name"], int(np.prod(tensors[op["inputs"][1]]["shape"])))
+            for op in interp._get_ops_details() if op["op_name"] in _WEIGHTED and op["op_name"] != "BATCH_MATMUL"]
+
+
+def _layer_tensors(model: nn.Module, path: Path) -> dict[str, str]:
+    """Module path of each weighted layer -> the output tensor name of its op in the fp32 file `path`.
+
+    The converter's tensor names drop the module hierarchy (two blocks' "Conv2d_0" look alike), so
+    layers are paired with ops in order and the pairing is checked by each weight's element count.
+    """
+    from edgekd.export.common import weighted_layers
+
+    layers = weighted_layers(model)
+    modules = dict(model.named_modules())
+    ops = _weighted_ops(path)
+    counts = [modules[name].weight.numel() for name in layers]
+    if len(ops) != len(layers) or [n for _, n in ops] != counts:
+        raise ExportError(f"cannot keep layers of this model in float in int8 TFLite: its {len(layers)} weighted "
+                          f"layers do not pair with the file's {len(ops)} weighted ops in order; set "
+                          "export.int8_fallback = false")
+    return {name: tensor for name, (tensor, _) in zip(layers, ops)}
+
+
+def _convert_keeping_float(model: nn.Module, sample: torch.Tensor, path: Path, options: ExportOptions) -> None:
+    """int8 TFLite whose `options.float_layers` compute in float (int8 weights dequantized), the rest int8,
+    int8 input and output: ai-edge-quantizer's static int8 on the fp32 file. LiteRT's converter cannot do
+    this from PT2E: a layer left unannotated between int8 tensors comes out int8 all the same."""
+    import contextlib
+    import io
+    import re
+
+    from ai_edge_quantizer import qtyping, quantizer
+
+    from edgekd.export.runtimes import tflite_interpreter
+
+    ops = qtyping.TFLOperationName.ALL_SUPPORTED
+    with atomic_path(path.with_name(path.name + ".fp32.tflite"), keep_suffix=True, commit=False) as fp32:
+        convert_tflite(model, sample, fp32, options)
+        tensors = _layer_tensors(model, fp32)
+        signature = tflite_interpreter(fp32).get_signature_list()
+        q = quantizer.Quantizer(bytearray(fp32.read_bytes()))
+    q.add_static_config(regex=".*", operation_name=ops, activation_num_bits=8, weight_num_bits=8)
+    for layer in options.float_layers:
+        # the quantizer matches an op's "scope": its output tensor names, each followed by ";"
+        q.add_weight_only_config(regex=f"^{re.escape(tensors[layer])};$", operation_name=ops, num_bits=8)
+    (name, sig), = signature.items()
+    calib = options.calibration_x.transpose(0, 2, 3, 1) if options.tflite_layout == "nhwc" else options.calibration_x
+    with quiet_converter(), contextlib.redirect_stderr(io.StringIO()):  # its progress bar
+        result = q.calibrate({name: [{sig["inputs"][0]: calib[i:i + 1]} for i in range(len(calib))]}, num_threads=1)
+        path.write_bytes(bytes(q.quantize(result).quantized_model))
+
+
 def convert_tflite_int8(model: nn.Module, sample: torch.Tensor, path: Path, options: ExportOptions) -> None:
-    """Full-integer int8 TFLite: int8 weights (per-channel), int8 activations, int8 input and output."""
+    """Full-integer int8 TFLite: int8 weights (per-channel), int8 activations, int8 input and output (PT2E).
+    With `options.float_layers`, those layers compute in float (`_convert_keeping_float`)."""
     import torch
+
+    if options.float_layers:
+        return _convert_keeping_float(model, sample, path, options)
 
     _litert()
     with quiet_converter():  # torchao announces each optional CUDA kernel it cannot load
@@ -178,8 +240,8 @@ TFLITE_FP16 = Format(name="tflite_fp16", suffix=".fp16.tflite", runtime="tflite"
                      io_signature=io_signature, options=("tflite_layout",), layout_option="tflite_layout")
 TFLITE_INT8 = Format(name="tflite_int8", suffix=".int8.tflite", runtime="tflite", precision="int8",
                      help="full-integer int8 TFLite, int8 input and output", convert=convert_tflite_int8,
-                     audit=audit_tflite, io_signature=io_signature, options=("tflite_layout",),
+                     audit=audit_tflite, io_signature=io_signature, options=("tflite_layout", "float_layers"),
                      layout_option="tflite_layout",
                      # litert-torch's PT2E observers, not configurable: a histogram for activations, min/max for weights
                      calibration=lambda options: {"method": "histogram", "weights": "minmax"},
-                     convert_qat=convert_tflite_int8_qat)
+                     convert_qat=convert_tflite_int8_qat, float_layers=True)

@@ -170,21 +170,23 @@ def test_the_report_says_how_each_int8_file_was_made():
 def test_the_fallback_keeps_the_most_sensitive_layers_in_float(tmp_path):
     """With a limit of 0 points PTQ cannot pass, so the fallback ranks every layer and tries 1, 2, ... of them
     in float; it keeps the file with the most validation samples right (fewest float layers on a tie)."""
-    rc, out = _run(tmp_path, "export.int8_method=ptq", "export.max_int8_drop=0.0",
-                   "export.formats=['onnx_int8']")
-    assert rc in (0, 1)  # 1 when the test split says the drop is beyond 0: the file is kept either way
-    side = json.loads((out / "export" / "student.int8.onnx.json").read_text())
-    ptq, mixed = side["quantization"]["attempts"]
-    assert (ptq["method"], mixed["method"]) == ("ptq", "mixed")
+    rc, out = _run(tmp_path, "export.int8_method=ptq", "export.max_int8_drop=0.0")
+    assert rc in (0, 1)  # 1 when the test split says the drop is beyond 0: the files are kept either way
     layers = ["0", "3.0", "3.3", "6"]  # dsconv(stem=4, channels=[8]): stem, depthwise, pointwise, classifier
-    assert sorted(mixed["sensitivity"]) == sorted(layers) and mixed["layers"] == 4
-    ranked = sorted(layers, key=lambda x: -mixed["sensitivity"][x])
-    assert 1 <= len(mixed["float_layers"]) <= 4 and mixed["float_layers"] == ranked[:len(mixed["float_layers"])]
-    kept = side["int8_method"]
-    assert kept == ("mixed" if mixed["val_accuracy"] > ptq["val_accuracy"] else "ptq")
-    if kept == "mixed":
-        assert side["audit"]["kind"] == "mixed" and {"Conv", "Gemm"} & set(side["audit"]["float_ops"])
-        assert side["parity"]["accuracy"] == mixed["accuracy"]
+    for suffix, float_ops in ((".int8.onnx", {"Conv", "Gemm"}), (".int8.tflite", {"CONV_2D", "DEPTHWISE_CONV_2D",
+                                                                                    "FULLY_CONNECTED"})):
+        side = json.loads((out / "export" / f"student{suffix}.json").read_text())
+        ptq, mixed = side["quantization"]["attempts"]
+        assert (ptq["method"], mixed["method"]) == ("ptq", "mixed")
+        assert sorted(mixed["sensitivity"]) == sorted(layers) and mixed["layers"] == 4
+        ranked = sorted(layers, key=lambda x: -mixed["sensitivity"][x])
+        assert 1 <= len(mixed["float_layers"]) <= 4 and mixed["float_layers"] == ranked[:len(mixed["float_layers"])]
+        kept = side["int8_method"]
+        assert kept == ("mixed" if mixed["val_accuracy"] > ptq["val_accuracy"] else "ptq")
+        if kept == "mixed":
+            assert side["audit"]["kind"] == "mixed" and float_ops & set(side["audit"]["float_ops"])
+            assert side["parity"]["accuracy"] == mixed["accuracy"] and side["audit"]["input_dtype"] == (
+                "int8" if suffix == ".int8.tflite" else "float32")
 
 
 def test_ctrl_c_mid_qat_resumes_at_that_epoch_and_ends_with_the_same_model(tmp_path):

@@ -126,7 +126,7 @@ class ExportConfig:
     # the teacher supervising; "auto" PTQ, then QAT where PTQ's drop on the validation split is not within the limit
     int8_method: Literal["ptq", "qat", "auto"] = "auto"
     # when the int8 file so made is still not within the limit on the validation split: keep its most sensitive
-    # layers in float, one at a time, until it is (formats that support it: onnx_int8)
+    # layers in float, one at a time, until it is
     int8_fallback: bool = True
     qat: QatConfig = QatConfig()
     opset: int = 18

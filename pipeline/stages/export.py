@@ -80,7 +80,7 @@ def _failure(name: str, parity: Parity, check, sidecar: dict) -> str:
     fixes = ("set export.int8_method = 'auto' or 'qat' (quantization-aware training), " if "qat" not in tried
              else "train QAT longer (export.qat.epochs), ")
     if "mixed" not in tried:
-        fixes += "export.int8_fallback = true (layers in float, int8 ONNX), "
+        fixes += "export.int8_fallback = true (the most sensitive layers in float), "
     return (f"{name}: the best int8 file found ({sidecar.get('int8_method') or 'ptq'}; tried: {tried or 'ptq'}) is kept, "
             f"but not enough: {parity.accuracy:.2%} vs fp32 {parity.reference_accuracy:.2%}: {check.describe()}. Try: "
             f"{fixes}more calibration samples (export.calibration_samples), export.onnx_calibration = 'entropy' or "

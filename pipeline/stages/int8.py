@@ -7,7 +7,7 @@
   kept (PTQ on a tie). A PTQ file that passes costs no training.
 
 Then, with `export.int8_fallback`, a kept file still not within the limit gets its most sensitive layers
-in float, one more at a time ("mixed"; formats whose converter can keep a layer in float: int8 ONNX).
+in float, one more at a time ("mixed"; both int8 formats can keep a layer in float: Format.float_layers).
 
 The choice is made on the validation split; the test split (the eval set) only reports the kept file,
 as for every other file. Each attempt's numbers (test and validation accuracy, drop, seconds) go to
