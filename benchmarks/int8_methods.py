@@ -1,13 +1,14 @@
 """int8 methods benchmark: per seed, PTQ alone against `export.int8_method = "auto"` (PTQ, then QAT where
-PTQ's validation drop is not within the limit, then the per-layer fallback), on the test split.
+PTQ's validation drop is not within the limit, then the per-layer fallback), on the test split;
+`--method ptq` measures PTQ with the fallback instead.
 
     python benchmarks/int8_methods.py configs/mnist5k.toml --seeds 0 1 2 [--set KEY=VALUE ...]
     PYTHONPATH=benchmarks python benchmarks/int8_methods.py configs/digits.toml --set student.arch=ptq_models:MobileNetV1NoBN \
         --set 'student.kwargs={stem=4, channels=[8,16], act="relu", dw_kernel=5, stride=1}' --set student.train.epochs=60 \
         --set 'export.models=["student"]' --set 'export.formats=["tflite","tflite_int8","onnx","onnx_int8"]'
 
-Each seed trains once (teacher, baseline, student), exports with `int8_method = "ptq"` and then again
-with "auto" (only the export stage re-runs). Prints per seed and int8 file: the fp32 model's test
+Each seed trains once (teacher, baseline, student), exports with PTQ alone (no fallback) and then
+again with "auto" (only the export stage re-runs). Prints per seed and int8 file: the fp32 model's test
 accuracy, PTQ's, the method auto kept and its accuracy, the QAT training seconds, the layers the
 fallback kept in float and the export stage's seconds; then the mean drops per format.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -26,8 +28,9 @@ from edgekd.pipeline.run import run_pipeline
 
 
 def _export(config: str, sets: list[str], run_dir: Path, method: str) -> tuple[dict[str, dict], float]:
-    """The int8 sidecars after an export with `method`, and the seconds of that call."""
-    cfg = load_config(Path(config), [*sets, f"export.int8_method={method}"])
+    """The int8 sidecars after an export with `method` ("pure-ptq": PTQ without the fallback), and the seconds."""
+    extra = ["export.int8_method=ptq", "export.int8_fallback=false"] if method == "pure-ptq" else [f"export.int8_method={method}"]
+    cfg = load_config(Path(config), [*sets, *extra])
     start = time.perf_counter()
     try:
         run_pipeline(cfg, run_dir, until="export")
@@ -43,15 +46,21 @@ def main() -> int:
     parser.add_argument("config")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--method", default="auto", choices=["auto", "qat", "ptq"],
+                        help="the second export's int8_method (ptq: PTQ with the fallback)")
+    parser.add_argument("--keep", type=Path, help="keep the run directories here (PTQ's int8 files in <seed>/ptq/)")
     args = parser.parse_args()
     drops: dict[str, dict[str, list[float]]] = {}
     print("seed file                    fp32     ptq  (drop)     auto  (drop)   method  QAT s  float layers  export s")
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
-            run_dir = Path(tmp) / f"seed{seed}"
+            run_dir = (args.keep or Path(tmp)) / f"seed{seed}"
             sets = [*args.set, f"run.seed={seed}"]
-            ptq, _ = _export(args.config, sets, run_dir, "ptq")
-            auto, seconds = _export(args.config, sets, run_dir, "auto")
+            ptq, _ = _export(args.config, sets, run_dir, "pure-ptq")
+            (run_dir / "ptq").mkdir(exist_ok=True)
+            for name in ptq:
+                shutil.copy2(run_dir / "export" / name, run_dir / "ptq" / name)
+            auto, seconds = _export(args.config, sets, run_dir, args.method)
             for name, side in auto.items():
                 p = ptq[name]["parity"]
                 a = side["parity"]

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "configs" / "digits.toml"
 SETTINGS = ["teacher.train.epochs=8", "student.train.epochs=20", "student.train.lr=0.01", "run.device=cpu",
             f"run.seed={SEED}", "student.arch=tests.user_models:TinyResNet", "student.kwargs={width=16}",
-            "export.calibration_samples=128"]
+            "export.calibration_samples=128", "export.int8_method=ptq", "export.int8_fallback=false"]  # the PTQ files
 
 
 @pytest.fixture(scope="module")

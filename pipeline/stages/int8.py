@@ -3,8 +3,8 @@
 - "ptq": post-training calibration only.
 - "qat": the file is written from a quantization-aware trained copy of the model (pipeline.training.qat).
 - "auto": PTQ first; when its drop on the validation split is not within `export.max_int8_drop` (a fail
-  or a "cannot tell" of the paired rule), QAT too, and the file with more validation samples right is
-  kept (PTQ on a tie). A PTQ file that passes costs no training.
+  or a "cannot tell" of the paired rule) and it loses more samples than it gains there, QAT too, and the
+  file with more validation samples right is kept (PTQ on a tie). A PTQ file that passes costs no training.
 
 Then, with `export.int8_fallback`, a kept file still not within the limit gets its most sensitive layers
 in float, one more at a time ("mixed"; both int8 formats can keep a layer in float: Format.float_layers).
@@ -86,16 +86,16 @@ class Int8Maker:
         attempts: list[Attempt] = []
         if method != "qat":
             attempts.append(self._judged("ptq", fmt, model, options, export_model(fmt, model, sample, path, options)))
-            if method == "auto" and not self._passes(attempts[0]):
+            if method == "auto" and self._short(attempts[0]):
                 log.info("%s: PTQ on the validation split: %s; trying quantization-aware training", path.name,
                          self._check(attempts[0]).describe())
-        if method == "qat" or (method == "auto" and not self._passes(attempts[0])):
+        if method == "qat" or (method == "auto" and self._short(attempts[0])):
             trained, seconds = self._qat_model(model_name, model, sample)
             candidate = layout.int8_candidate(path, "qat")
             result = export_model(fmt, model, sample, candidate, options, qat_net=trained.net)
             attempts.append(self._judged("qat", fmt, model, options, result, seconds))
         best = max(attempts, key=self._rank)  # max keeps the first of equals: PTQ
-        if not self._passes(best) and self.ctx.cfg.export.int8_fallback and FORMATS[fmt].float_layers:
+        if self._short(best) and self.ctx.cfg.export.int8_fallback and FORMATS[fmt].float_layers:
             base = model if best.method == "ptq" else qat_lib.float_model(model, self._qat[model_name].net)
             mixed = self._fallback(fmt, model, base, sample, options, path)
             attempts.append(mixed)
@@ -109,7 +109,8 @@ class Int8Maker:
 
     def _fallback(self, fmt: str, model: nn.Module, base: nn.Module, sample: torch.Tensor, options: ExportOptions,
                   path: Path) -> Attempt:
-        """Keep the most sensitive layers in float, one more at a time, until the validation check passes.
+        """Keep the most sensitive layers in float, one more at a time, until the validation check passes (or
+        the file loses no more samples than it gains).
 
         A layer's sensitivity is the validation drop when it alone is quantized (every other layer float).
         `base` holds the weights to convert (the model's, or its QAT-trained ones), `model` the fp32 reference.
@@ -130,7 +131,7 @@ class Int8Maker:
         tried = []
         for k in range(1, len(ranked) + 1):
             tried.append(convert(tuple(ranked[:k])))
-            if self._passes(tried[-1]):
+            if not self._short(tried[-1]):
                 break
         k = 1 + max(range(len(tried)), key=lambda i: self._rank(tried[i]))  # first of equals: fewest float layers
         best = tried[-1] if k == len(tried) else convert(tuple(ranked[:k]))  # the candidate holds the last one tried
@@ -145,6 +146,12 @@ class Int8Maker:
 
     def _passes(self, attempt: Attempt) -> bool:
         return self._check(attempt).verdict == "pass"
+
+    def _short(self, attempt: Attempt) -> bool:
+        """Whether to try harder: the file is not within the limit on the validation split, and it does lose
+        samples (more lost than gained). A "cannot tell" with nothing lost is the split's size, not int8:
+        training or float layers could not change it, and float layers would cost latency for nothing."""
+        return not self._passes(attempt) and attempt.val.reference_only_correct > attempt.val.exported_only_correct
 
     def _rank(self, attempt: Attempt) -> tuple[bool, float]:
         """Which file to keep: one within the limit first, then the most validation samples right."""
