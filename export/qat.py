@@ -107,6 +107,7 @@ def build(model: nn.Module, sample: torch.Tensor, layout: str) -> QatNet:
     net, io_sample = io_model(copy.deepcopy(model).eval(), sample, layout)
     batch = torch.export.Dim("batch", min=1, max=4096)
     shapes = (({0: batch},),) if layout == "nhwc" else ({0: batch},)  # the wrapper's forward takes *args
+    # traced at batch 2: torch.export specialises a dynamic dimension whose example has size 1
     try:
         with quiet_converter(), _patched_pattern_export():
             graph = prepare_qat_pt2e(torch.export.export(net, (io_sample.repeat(2, *[1] * (io_sample.dim() - 1)),),
