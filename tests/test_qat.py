@@ -199,19 +199,17 @@ def test_ctrl_c_mid_qat_resumes_at_that_epoch_and_ends_with_the_same_model(tmp_p
     import subprocess
     import sys
 
-    from edgekd.pipeline.config import load_config
-    from edgekd.pipeline.run import run_pipeline
-
     settings = ["teacher.train.epochs=2", "student.train.epochs=3", f"run.seed={SEED}", "run.device=cpu",
                 "student.arch=dsconv", "student.kwargs={stem=4, channels=[8]}", "export.models=['student']",
                 "export.formats=['tflite_int8']", "export.int8_method=qat", "export.qat.epochs=10"]
     config = ROOT / "configs" / "digits.toml"
-    whole = tmp_path / "whole"
-    run_pipeline(load_config(config, settings), whole, until="export")
-    cut = tmp_path / "cut"
-    cmd = [sys.executable, "-m", "edgekd.pipeline.cli", "-q", "run", str(config), "--out", str(cut), "--until", "export",
-           *[a for s in settings for a in ("--set", s)]]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+
+    def cmd(out: Path) -> list[str]:  # both runs in a fresh process: the same threads, so the same arithmetic
+        return [sys.executable, "-m", "edgekd.pipeline.cli", "-q", "run", str(config), "--out", str(out), "--until",
+                "export", *[a for s in settings for a in ("--set", s)]]
+    subprocess.run(cmd(whole), check=True, capture_output=True)
+    proc = subprocess.Popen(cmd(cut), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     resume = cut / ".resume" / "qat-student.pt"
     deadline = time.time() + 300
@@ -223,7 +221,7 @@ def test_ctrl_c_mid_qat_resumes_at_that_epoch_and_ends_with_the_same_model(tmp_p
     assert proc.returncode == 130 and "Traceback" not in err, err
     saved = torch.load(resume, weights_only=True)["epoch"]
     assert 1 <= saved < 10
-    run_pipeline(load_config(config, settings), cut, until="export")
+    subprocess.run(cmd(cut), check=True, capture_output=True)
     resumed, reference = (torch.load(d / "qat" / "student.pt", weights_only=True) for d in (cut, whole))
     assert resumed["facts"]["resumed_from"] == saved and reference["facts"]["resumed_from"] == 0
     assert resumed["state_dict"].keys() == reference["state_dict"].keys()
