@@ -23,3 +23,23 @@ FAST_BENCH = ["teacher.train.epochs=3", "student.train.epochs=3", "run.device=cp
               "export.models=['student']", "export.formats=['onnx', 'tflite_int8']", "export.int8_method=ptq",
               "bench.processes=2",
               "bench.min_runs=20", "bench.min_seconds=0.02", "bench.warmup=2", "bench.eager=['student']"]
+
+
+def ctrl_c_once(cmd: list[str], marker, *, wait_s: float, delay_s: float) -> tuple[int, str]:
+    """Start `cmd`, press Ctrl-C `delay_s` after `marker` (a path) appears, and return (exit code, stderr).
+
+    Ctrl-C as a terminal delivers it: a test suite started in the background (a CI job, `make test &`)
+    inherits SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + wait_s
+    while time.time() < deadline and proc.poll() is None and not marker.exists():
+        time.sleep(0.02)
+    time.sleep(delay_s)  # into a later epoch
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    return proc.returncode, err

@@ -2,10 +2,7 @@
 training resumes at the epoch it was in and ends with the uninterrupted weights."""
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +12,7 @@ from edgekd.fileio import sha256_file
 from edgekd.pipeline.config import load_config
 from edgekd.pipeline.run import run_pipeline
 from edgekd.pipeline.training.checkpoint import load_checkpoint
-from tests.helpers import SEED
+from tests.helpers import SEED, ctrl_c_once
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "configs" / "digits.toml"
@@ -71,18 +68,9 @@ def test_ctrl_c_mid_training_resumes_at_that_epoch_and_ends_with_the_same_weight
     run_dir = tmp_path / "cut"
     cmd = [sys.executable, "-m", "edgekd.pipeline.cli", "-q", "run", str(DIGITS), "--out", str(run_dir), "--until",
            "teacher", *[a for s in settings for a in ("--set", s)]]
-    # Ctrl-C as a terminal delivers it: a test suite started in the background (a CI job, `make test &`)
-    # inherits SIGINT ignored, and Python then never raises KeyboardInterrupt
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     resume = run_dir / ".resume" / "teacher.pt"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and not resume.exists():
-        time.sleep(0.02)
-    time.sleep(0.1)  # into a later epoch
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    code, err = ctrl_c_once(cmd, resume, wait_s=120, delay_s=0.1)
+    assert code == 130 and "interrupted" in err and "Traceback" not in err, err
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["stages"]["teacher"]["status"] == "interrupted"
     saved = torch.load(resume, weights_only=True)["epoch"]

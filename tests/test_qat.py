@@ -1,6 +1,5 @@
 """Quantization-aware training: the upstream workaround, the QAT model, its int8 files, and int8_method in a run."""
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ from edgekd.export.formats import ExportOptions
 from edgekd.export.driver import export_model
 from edgekd.models.dsconv import dsconv
 from edgekd.pipeline.cli import main
-from tests.helpers import SEED
+from tests.helpers import SEED, ctrl_c_once
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -196,7 +195,6 @@ def test_the_fallback_keeps_the_most_sensitive_layers_in_float(tmp_path):
 
 
 def test_ctrl_c_mid_qat_resumes_at_that_epoch_and_ends_with_the_same_model(tmp_path):
-    import signal
     import subprocess
     import sys
 
@@ -210,16 +208,9 @@ def test_ctrl_c_mid_qat_resumes_at_that_epoch_and_ends_with_the_same_model(tmp_p
         return [sys.executable, "-m", "edgekd.pipeline.cli", "-q", "run", str(config), "--out", str(out), "--until",
                 "export", *[a for s in settings for a in ("--set", s)]]
     subprocess.run(cmd(whole), check=True, capture_output=True)
-    proc = subprocess.Popen(cmd(cut), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     resume = cut / ".resume" / "qat-student.pt"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and not resume.exists():
-        time.sleep(0.02)
-    time.sleep(0.3)  # into a later epoch
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "Traceback" not in err, err
+    code, err = ctrl_c_once(cmd(cut), resume, wait_s=300, delay_s=0.3)
+    assert code == 130 and "Traceback" not in err, err
     saved = torch.load(resume, weights_only=True)["epoch"]
     assert 1 <= saved < 10
     subprocess.run(cmd(cut), check=True, capture_output=True)
