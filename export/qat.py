@@ -19,11 +19,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from edgekd.errors import ExportError
-from edgekd.export.common import explain_failure, quiet_converter
-
 import torch
 from torch import nn
+
+from edgekd.errors import ExportError
+from edgekd.export.common import explain_failure, quiet_converter
 
 if TYPE_CHECKING:
     from edgekd.export.spec import ExportOptions
