@@ -11,7 +11,7 @@ litert-torch 0.10.0's `prepare_qat_pt2e` is broken upstream (google-ai-edge/lite
 its conv+BatchNorm annotator hands a bare function to `torch.export`, which fails with "Expected mod
 to be an instance of torch.nn.Module, got <class 'function'>". `_patched_pattern_export` wraps the
 pattern in torchao's `WrapperModule` while a model is prepared; it is the only workaround of it, and
-tests/export/test_qat.py fails when upstream is fixed (then delete the patch) or moves the function.
+tests/test_qat.py fails when upstream is fixed (then delete the patch) or moves the function.
 """
 from __future__ import annotations
 

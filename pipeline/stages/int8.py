@@ -66,6 +66,8 @@ class Int8Maker:
 
     ctx: StageContext
     _val: tuple[np.ndarray, np.ndarray] | None = None
+    _references: dict[int, tuple[nn.Module, np.ndarray]] = field(default_factory=dict)  # id(model) -> its val logits
+    _inputs: dict[str, qat.QatInputs] = field(default_factory=dict)
     _qat: dict[str, qat.QatResult] = field(default_factory=dict)
 
     def method(self, model_name: str) -> str:
@@ -168,7 +170,9 @@ class Int8Maker:
     def _judged(self, method: str, fmt: str, model: nn.Module, options: ExportOptions, result: ExportResult,
                 train_seconds: float = 0.0) -> Attempt:
         x, y = self._validation(options)
-        reference = reference_logits(fold_batchnorm(model), x)
+        if id(model) not in self._references:  # every attempt of a model is judged against the same logits
+            self._references[id(model)] = (model, reference_logits(fold_batchnorm(model), x))
+        reference = self._references[id(model)][1]
         val = compare(FORMATS[fmt].run(result.path, x, result.layout), reference, y, result.path.name)
         return Attempt(method, result, val, train_seconds, result.path.stat().st_size)
 
@@ -184,10 +188,14 @@ class Int8Maker:
         return self._val
 
     def _qat_inputs(self, model_name: str) -> qat.QatInputs:
-        layout, cfg = self.ctx.layout, self.ctx.cfg
-        return qat.QatInputs(model=model_name, checkpoint_sha=sha256_file(layout.checkpoint(model_name)),
-                             supervisor_sha=sha256_file(layout.checkpoint(qat.supervisor(model_name))),
-                             layout=cfg.export.tflite_layout, seed=cfg.run.seed)
+        """Hashed once per model: every int8 format's cache key and the training itself need them."""
+        if model_name not in self._inputs:
+            layout, cfg = self.ctx.layout, self.ctx.cfg
+            self._inputs[model_name] = qat.QatInputs(
+                model=model_name, checkpoint_sha=sha256_file(layout.checkpoint(model_name)),
+                supervisor_sha=sha256_file(layout.checkpoint(qat.supervisor(model_name))),
+                layout=cfg.export.tflite_layout, seed=cfg.run.seed)
+        return self._inputs[model_name]
 
     def _qat_model(self, model_name: str, model: nn.Module, sample: torch.Tensor) -> tuple[qat.QatResult, float]:
         """The model's QAT copy, and the training seconds this call paid (0 when already made)."""
