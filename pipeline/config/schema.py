@@ -106,8 +106,9 @@ class DistillConfig:
 class QatConfig:
     """Quantization-aware training of a model whose int8 files need it (export.int8_method)."""
 
-    epochs: int = 5
-    lr: float = 1e-4
+    # chosen on validation drops (benchmarks/int8_methods.py models; README "How int8 files are made")
+    epochs: int = 15
+    lr: float = 5e-4
     models: tuple[str, ...] = ("student", "teacher", "baseline")  # which models' int8 files may be trained so
 
 

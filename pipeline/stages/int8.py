@@ -4,8 +4,9 @@
 - "qat": the file is written from a quantization-aware trained copy of the model (pipeline.training.qat).
 - "auto": PTQ first; when its drop on the validation split is not within `export.max_int8_drop` (a fail
   or a "cannot tell" of the paired rule) and it loses more samples than it gains there, QAT too; the QAT
-  file is kept only when its verdict there is better (pass over "cannot tell" over fail). A PTQ file that
-  passes costs no training.
+  file is kept only when it ranks higher there: a better verdict (pass over "cannot tell" over fail), or
+  the same verdict without losing more samples than it gains (`_rank`). A PTQ file that passes costs no
+  training.
 
 Then, with `export.int8_fallback`, a kept file still not within the limit gets its most sensitive layers
 in float, one more at a time ("mixed"; both int8 formats can keep a layer in float: Format.float_layers).
@@ -156,11 +157,13 @@ class Int8Maker:
         training or float layers could not change it, and float layers would cost latency for nothing."""
         return not self._passes(attempt) and attempt.val.reference_only_correct > attempt.val.exported_only_correct
 
-    def _rank(self, attempt: Attempt) -> int:
-        """Which file to keep, by its paired verdict on the validation split: pass over "cannot tell" over fail.
-        Files with the same verdict are equal (a few samples more or less right is within the split's noise),
-        and `max` then keeps the first: PTQ before QAT before mixed, fewer float layers before more."""
-        return {"fail": 0, "cannot tell": 1, "pass": 2}[self._check(attempt).verdict]
+    def _rank(self, attempt: Attempt) -> tuple[int, bool]:
+        """Which file to keep, by its paired verdict on the validation split: pass over "cannot tell" over fail;
+        within a verdict, a file that is not short (loses no more samples than it gains: what made `auto`
+        try harder is gone) over one that is. Beyond that files are equal (a few samples more or less
+        right is within the split's noise), and `max` keeps the first: PTQ before QAT before mixed, fewer
+        float layers before more."""
+        return {"fail": 0, "cannot tell": 1, "pass": 2}[self._check(attempt).verdict], not self._short(attempt)
 
     def _entry(self, method: str, chosen: Attempt, attempts: list[Attempt]) -> dict:
         max_drop = self.ctx.cfg.export.max_int8_drop
