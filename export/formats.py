@@ -1,5 +1,5 @@
 """The format table: every model format edgekd writes, by the name export.formats uses. A format is
-one `Format` object, declared in its family's module (onnx_format.py, tflite_format.py) with its
+one `Format` object, declared in its family's module (onnx_format.py, tflite_format.py, pte_format.py) with its
 suffix, runtime, precision, conversion, audit, I/O signature, options and calibration; adding one is
 that object and one row here.
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.errors import ExportError
-from edgekd.export import onnx_format, tflite_format
+from edgekd.export import onnx_format, pte_format, tflite_format
 from edgekd.export.spec import ExportOptions, ExportResult, Format
 
 __all__ = ["FORMATS", "ExportOptions", "ExportResult", "Format", "format_of", "formats_help", "is_model_file",
@@ -28,6 +28,8 @@ FORMATS: dict[str, Format] = {
     "tflite": tflite_format.TFLITE,
     "tflite_fp16": tflite_format.TFLITE_FP16,
     "tflite_int8": tflite_format.TFLITE_INT8,
+    "pte": pte_format.PTE,
+    "pte_int8": pte_format.PTE_INT8,
 }
 assert all(name == f.name for name, f in FORMATS.items()), "each row's key is its format's name"
 

@@ -52,7 +52,7 @@ def _torch_logits(run_dir, name, x):
 def test_artifact_parity_measured_independently(exported, model, fmt):
     run_dir, _, x, y = exported
     path = run_dir / "export" / f"{model}{FORMATS[fmt].suffix}"
-    got = run("onnx", path, x) if path.suffix == ".onnx" else run("tflite", path, x, "nhwc")
+    got = run(FORMATS[fmt].runtime, path, x, "nhwc" if FORMATS[fmt].layout_option else "nchw")
     ref = _torch_logits(run_dir, model, x)
     agree = (got.argmax(1) == ref.argmax(1)).mean()
     diff = np.abs(got - ref)
@@ -169,6 +169,10 @@ EXPECTED_AUDIT = {
     "tflite_fp16": {"kind": "weight-only", "weight_dtypes": ["float16"], "weight_bits": None},
     "tflite_int8": {"kind": "full-integer", "weight_dtypes": ["int8"], "weight_bits": 8, "float_ops": [],
                     "granularity": "per-channel", "input_dtype": "int8", "output_dtype": "int8"},
+    "pte": {"kind": "float", "weight_dtypes": ["float32"], "weight_bits": None, "not_delegated": []},
+    # XNNPACK's weights are read from its graph's value types, not their bytes: no weight_bits
+    "pte_int8": {"kind": "full-integer", "weight_dtypes": ["int8"], "float_ops": [], "not_delegated": [],
+                 "granularity": "per-channel", "input_dtype": "float32", "output_dtype": "float32"},
 }
 
 

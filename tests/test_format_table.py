@@ -5,6 +5,7 @@ The proof: a test-only format declared here, the way export/onnx_format.py decla
 one row, and exported by the pipeline like any other.
 """
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from edgekd.pipeline.training.checkpoint import load_checkpoint
 from tests.helpers import ROOT, SEED
 
 DIGITS = ROOT / "configs" / "digits.toml"
-NAMES = "onnx, onnx_int8, tflite, tflite_fp16, tflite_int8"
+NAMES = "onnx, onnx_int8, tflite, tflite_fp16, tflite_int8, pte, pte_int8"
 
 # fp32 ONNX under another name and suffix, with its own (stricter) parity tolerance, and a calibration
 # record so the calibration path of the stage is exercised too
@@ -52,7 +53,7 @@ def test_the_table_is_consistent():
     for f in FORMATS.values():  # the agent runs every format, by the runtime the format names
         assert any(f.suffix.endswith(s) for s in runtime_module(f.runtime).SUFFIXES), f
         assert f.tolerance == THRESHOLDS[f.precision]
-    assert [n for n, f in FORMATS.items() if f.calibration] == ["onnx_int8", "tflite_int8"]
+    assert [n for n, f in FORMATS.items() if f.calibration] == ["onnx_int8", "tflite_int8", "pte_int8"]
     assert [n for n, f in FORMATS.items() if f.layout_option] == ["tflite", "tflite_fp16", "tflite_int8"]
     assert format_of(Path("m.int8.tflite")) == "tflite_int8" and format_of(Path("m.onnx")) == "onnx"
 
@@ -77,10 +78,11 @@ def test_unknown_format_in_config_is_exit_2_listing_the_valid_names(tmp_path, ca
 def test_help_gives_each_format_with_its_help_line(with_copy, capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
-    text = " ".join(capsys.readouterr().out.split())
+    text = re.sub(r"(\w)- (\w)", r"\1-\2", " ".join(capsys.readouterr().out.split()))  # argparse wraps at hyphens
     assert ("formats: onnx (fp32 ONNX); onnx_int8 (static int8 ONNX, QDQ, per-channel weights); tflite (fp32 "
             "TFLite); tflite_fp16 (TFLite with fp16 weights); tflite_int8 (full-integer int8 TFLite, int8 input and "
-            "output); onnx_copy (test-only copy of fp32 ONNX).") in text, text
+            "output); pte (fp32 ExecuTorch, XNNPACK delegate); pte_int8 (static int8 ExecuTorch, per-channel weights, "
+            "XNNPACK delegate); onnx_copy (test-only copy of fp32 ONNX).") in text, text
 
 
 def test_a_format_that_needs_calibration_refuses_to_run_without(with_copy, tmp_path):

@@ -71,7 +71,7 @@ def _train(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: in
 
 @pytest.fixture(scope="module")
 def qat_files(tmp_path_factory):
-    """Both int8 formats written from one QAT net of a model trained a few steps on digits."""
+    """Every int8 format written from one QAT net of a model trained a few steps on digits."""
     from sklearn.datasets import load_digits
 
     x, y = load_digits(return_X_y=True)
@@ -86,7 +86,7 @@ def qat_files(tmp_path_factory):
     options = ExportOptions(x_test, y_test, calibration_x=x[:256])
     trained = qat.float_model(model, net)
     results = {fmt: export_model(fmt, trained, torch.zeros(1, 1, 8, 8), out / f"m{suffix}", options, qat_net=net)
-               for fmt, suffix in (("tflite_int8", ".int8.tflite"), ("onnx_int8", ".int8.onnx"))}
+               for fmt, suffix in (("tflite_int8", ".int8.tflite"), ("onnx_int8", ".int8.onnx"), ("pte_int8", ".int8.pte"))}
     with torch.no_grad():
         fake = net(torch.from_numpy(x_test)).argmax(1).numpy()
     return results, fake, x_test, y_test
@@ -108,6 +108,13 @@ def test_qat_onnx_keeps_7_bit_weights_and_the_qat_accuracy(qat_files):
     r = results["onnx_int8"]
     assert r.audit["kind"] == "full-integer"
     assert abs(r.parity.accuracy - (fake == y).mean()) <= 0.03  # re-quantized on ORT's 7-bit grid
+
+
+def test_qat_pte_is_full_integer_with_the_qat_accuracy(qat_files):
+    results, fake, _, y = qat_files
+    r = results["pte_int8"]
+    assert r.audit["kind"] == "full-integer" and r.audit["not_delegated"] == []
+    assert abs(r.parity.accuracy - (fake == y).mean()) <= 0.03  # re-quantized by XNNPACK's quantizer
 
 
 def _run(tmp_path, *sets: str) -> tuple[int, Path]:

@@ -117,7 +117,7 @@ class ExportConfig:
     models: tuple[str, ...] = ("student", "teacher")  # checkpoints to export: teacher, baseline, student
     # names in export.formats.FORMATS, checked against the table itself when validated (_validate_export):
     # a Literal built from it at import would miss a row added later and name each bad item separately
-    formats: tuple[str, ...] = ("onnx", "onnx_int8", "tflite", "tflite_fp16", "tflite_int8")
+    formats: tuple[str, ...] = ("onnx", "onnx_int8", "tflite", "tflite_fp16", "tflite_int8", "pte", "pte_int8")
     tflite_layout: Literal["nhwc", "nchw"] = "nhwc"
     calibration_samples: int = 256  # drawn from the train split, stratified by class
     onnx_calibration: Literal["minmax", "entropy", "percentile"] = "minmax"  # int8 TFLite (PT2E) always uses a histogram

@@ -122,9 +122,9 @@ def int8_lines(report: dict) -> list[str]:
     out = ["", "## How the int8 files were made (`export.int8_method`)", "",
            "PTQ: post-training calibration on train samples. QAT: quantization-aware training with an fp32 model "
            "supervising (the teacher for the student, the model's own fp32 copy otherwise). `auto` trains only where "
-           "PTQ's drop on the validation split was not within `export.max_int8_drop`, and keeps another file only "
-           "when its paired verdict there is better. Drops are on the test split, against the same model's PyTorch "
-           "fp32 accuracy.", "",
+           "PTQ's drop on the validation split was not within `export.max_int8_drop` and PTQ lost samples there, "
+           "and keeps another file only when it ranks higher there: a better paired verdict, or the same verdict "
+           "without losing samples. Drops are on the test split, against the same model's PyTorch fp32 accuracy.", "",
            "| file | method | PTQ drop | kept file's drop | QAT training s | layers in float | " +
            " | ".join(f"p50 on {t} (fp32 file)" for t in targets) + " |",
            "|---|---|---:|---:|---:|---|" + "---:|" * len(targets)]

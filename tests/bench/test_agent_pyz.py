@@ -77,25 +77,25 @@ def test_workers_start_the_agent_the_way_it_was_started(tmp_path):
 
 
 def test_a_runtime_is_one_module_and_one_row():
-    assert list(RUNTIMES) == ["tflite", "onnx"]
+    assert list(RUNTIMES) == ["tflite", "onnx", "pte"]
     for name in RUNTIMES:
         module = runtime_module(name)
         assert module.SUFFIXES and len(module.PIP) == len(module.PACKAGES) and callable(module.Runner.load_runtime)
-    assert suffixes() == {".tflite": "tflite", ".onnx": "onnx"}
+    assert suffixes() == {".tflite": "tflite", ".onnx": "onnx", ".pte": "pte"}
     assert runner_for(Path("export/m.int8.tflite")) is runtime_module("tflite").Runner
     with pytest.raises(AgentError) as err:
-        runner_for(Path("m.pte"))
-    assert str(err.value) == "m.pte: unknown model type '.pte'; expected one of .tflite, .onnx"
+        runner_for(Path("m.mlpackage"))
+    assert str(err.value) == "m.mlpackage: unknown model type '.mlpackage'; expected one of .tflite, .onnx, .pte"
     assert isinstance(err.value, EdgekdError) and err.value.exit_code == 2
-    with pytest.raises(AgentError, match="unknown runtime 'executorch'; known: tflite, onnx"):
-        runtime_module("executorch")
+    with pytest.raises(AgentError, match="unknown runtime 'coreml'; known: tflite, onnx, pte"):
+        runtime_module("coreml")
 
 
 def test_the_ssh_probe_reports_each_runtime_of_the_table():
-    """The probe a device runs, here: this interpreter has LiteRT and onnxruntime, a blocked one has neither."""
+    """The probe a device runs, here: this interpreter has LiteRT, onnxruntime and ExecuTorch, a blocked one has neither."""
     found = json.loads(subprocess.run([sys.executable, "-c", probe_source()], capture_output=True, text=True).stdout)
     assert found == {"python": sys.version.split()[0], "numpy": np.__version__, "tflite": "ai_edge_litert",
-                     "onnx": "onnxruntime"}
+                     "onnx": "onnxruntime", "pte": "executorch"}
     blocked = subprocess.run([sys.executable, "-c", "import sys; sys.modules['onnxruntime'] = None\n" + probe_source()],
                              capture_output=True, text=True).stdout
     assert json.loads(blocked)["onnx"] is None

@@ -17,6 +17,7 @@ from edgekd.errors import AgentError
 RUNTIMES: dict[str, str] = {
     "tflite": "edgekd.bench.agent.runtimes.tflite",
     "onnx": "edgekd.bench.agent.runtimes.onnx",
+    "pte": "edgekd.bench.agent.runtimes.pte",
 }
 
 # Run on the device by the ssh target before anything is copied there: one JSON line with its Python,

@@ -1,0 +1,110 @@
+"""ExecuTorch programs (.pte) on ExecuTorch's runtime, with the kernels and delegates its wheel was
+built with (XNNPACK among them), through its C++ bindings (`executorch.extension.pybindings._C`).
+
+`executorch.runtime`, the documented wrapper of those bindings, imports ExecuTorch's compiler on the
+way (`executorch.exir`, for a warning class): 5.9 s and torchao's load errors on stderr in every
+worker process, against 1.5 s for the bindings alone. The bindings take and give torch tensors: torch
+comes with executorch as its own dependency and is imported here only inside Runner."""
+from __future__ import annotations
+
+import base64
+import importlib
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from edgekd.errors import AgentError
+
+SUFFIXES = (".pte",)
+PACKAGES = ("executorch",)
+PIP = ("executorch",)
+
+
+@contextmanager
+def _native_stderr_silenced():
+    """ExecuTorch's C++ logs each threadpool reset and CPU probe on fd 2, bypassing Python; the agent's
+    stderr carries only its own messages."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class Runner:
+    """One loaded program; float32 in and out (an int8 program quantizes inside)."""
+
+    # y = x + x on a float32 [1, 4], not delegated: a 944-byte program written by ExecuTorch 1.5.1 (to_edge,
+    # to_executorch). Running it loads the runtime, its kernel registry and memory planner before the model.
+    NOOP = ("HAAAAEVUMTIAAAAAEAAYAAAAFAAQAAwACAAEABAAAAAUAAAAKAAAADQAAAA0AAAANAAAAAD///8EAAAAAQAAAAAAAAAAAAAAAAAAAAEAAAAIAAAA"
+            "BAAEAAQAAAAAAAAAAAAAAAEAAAAcAAAAAAAWACgAJAAgABwAGAAUABAADAAIAAQAFgAAACQAAAA4AAAAOAAAAGAAAADMAAAA0AAAANQAAACwAQAA"
+            "/AIAAAIAAAAAAAAAAAAAACAAAAAAAAAAAAAAAAAAAAABAAAABAAAAIT+//8IAAAADAAAAAMAAABvdXQACQAAAGF0ZW46OmFkZAAAAAEAAAAQAAAA"
+            "AAAKABAADAAIAAQACgAAAAwAAABMAAAATAAAAAEAAAAMAAAACAAMAAsABAAIAAAAEAAAAAAAAAEIAAgAAAAEAAgAAAAEAAAABQAAAAAAAAAAAAAA"
+            "AgAAAAEAAAABAAAAAAAAAAAAAAABAAAAAQAAAAEAAAAAAAAAAwAAAIQAAAAoAAAABAAAAJD///8MAAAAAAIGABAABAAGAAAAAQAAAAAAAAAAAAAA"
+            "sP///xgAAAAABRIAEgARAAAADAAIAAAAAAAEABIAAAAUAAAAGAAAABwAAAAABgYACAAEAAYAAAABAAAAAgAAAAABAAACAAAAAQAAAAQAAAAIAAoA"
+            "CQAEAAgAAAAYAAAAAAUSABQAEwAAAAwACAAAAAAABAASAAAAEAAAABgAAAAcAAAAAAAABuD///8QAAAAAQAAAAIAAAAAAQAAAgAAAAEAAAAEAAAA"
+            "CAAMAAgABAAIAAAACAAAAEQAAAA5AAAAWzEsIHsidHlwZSI6IG51bGwsICJjb250ZXh0IjogbnVsbCwgImNoaWxkcmVuX3NwZWMiOiBbXX1dAAAA"
+            "/gAAAFsxLCB7InR5cGUiOiAiYnVpbHRpbnMudHVwbGUiLCAiY29udGV4dCI6ICJudWxsIiwgImNoaWxkcmVuX3NwZWMiOiBbeyJ0eXBlIjogImJ1"
+            "aWx0aW5zLnR1cGxlIiwgImNvbnRleHQiOiAibnVsbCIsICJjaGlsZHJlbl9zcGVjIjogW3sidHlwZSI6IG51bGwsICJjb250ZXh0IjogbnVsbCwg"
+            "ImNoaWxkcmVuX3NwZWMiOiBbXX1dfSwgeyJ0eXBlIjogImJ1aWx0aW5zLmRpY3QiLCAiY29udGV4dCI6ICJbXSIsICJjaGlsZHJlbl9zcGVjIjog"
+            "W119XX1dAAAHAAAAZm9yd2FyZAA=")
+
+    _threads: int | None = None  # ExecuTorch's threadpool is process-wide
+
+    @staticmethod
+    def load_runtime():
+        """(the bindings module, runtime name, version); exit 3 where ExecuTorch is not installed."""
+        try:
+            importlib.import_module("torch")  # the bindings resolve libtorch's symbols from it
+            bindings = importlib.import_module("executorch.extension.pybindings._C")
+            version = importlib.import_module("executorch.version").__version__
+        except ImportError:
+            raise AgentError(f"no ExecuTorch runtime: pip install {PIP[0]}", 3) from None
+        return bindings, "executorch", version
+
+    @classmethod
+    def _bindings(cls, threads: int):
+        """The bindings with the threadpool sized to `threads`: once per process, before any program
+        loads (resetting it after a method is loaded crashes; the agent times each file in its own processes)."""
+        bindings, name, version = cls.load_runtime()
+        if cls._threads is None:
+            with _native_stderr_silenced():
+                bindings._unsafe_reset_threadpool(threads)
+            cls._threads = threads
+        return bindings, name, version
+
+    @classmethod
+    def noop_run(cls, threads: int) -> None:
+        bindings, _, _ = cls._bindings(threads)
+        torch = importlib.import_module("torch")
+        module = bindings._load_for_executorch_from_buffer(base64.b64decode(cls.NOOP))
+        assert module.forward((torch.ones(1, 4),))[0].tolist() == [[2.0] * 4]
+
+    def __init__(self, path: Path, threads: int):
+        bindings, self.runtime, self.version = self._bindings(threads)
+        self._torch = importlib.import_module("torch")
+        try:
+            with _native_stderr_silenced():
+                self.module = bindings._load_for_executorch(str(path))
+                meta = self.module.method_meta("forward")
+        except Exception as exc:  # the bindings raise RuntimeError / ValueError with ExecuTorch's error codes
+            raise AgentError(f"{path}: not a loadable ExecuTorch program ({type(exc).__name__}: {exc})") from exc
+        self.input_shape = tuple(int(s) for s in meta.input_tensor_meta(0).sizes())
+
+    def prepare(self, x: np.ndarray):
+        return self._torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+    def run(self, prepared):
+        return self.module.forward((prepared,))[0]
+
+    def logits(self, raw) -> np.ndarray:
+        return raw.numpy()
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """One sample at a time: a program is specialised to the batch it was exported with."""
+        return np.concatenate([self.logits(self.run(self.prepare(x[i:i + 1]))) for i in range(len(x))])
