@@ -21,8 +21,12 @@ from edgekd import __version__
 from edgekd.bench.kinds import KINDS
 from edgekd.errors import EdgekdError, UsageError, cut
 from edgekd.export.formats import FORMATS, formats_help
+from edgekd.pipeline import interrupt
 
+log = logging.getLogger("edgekd.pipeline.cli")  # by name: run as `python -m`, __name__ is "__main__"
 console = Console(stderr=True)
+if not console.is_terminal:  # a CI log or a file: whole lines, never wrapped at 80 columns
+    console = Console(stderr=True, soft_wrap=True)
 
 # the registries' names, for --help (literal here: importing the registries would import torch)
 STAGES_HELP = "teacher, baseline, student, quantize, export, bench, report"
@@ -78,7 +82,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edgekd.pipeline.config import load_config
     from edgekd.pipeline.console import print_artifacts, print_models, stdout
     from edgekd.pipeline.distributed import launched_by_torchrun
-    from edgekd.pipeline.progress import RichProgress, SilentProgress
+    from edgekd.pipeline.progress import LineProgress, RichProgress, SilentProgress
     from edgekd.pipeline.run import run_pipeline
 
     cfg = load_config(Path(args.config), args.set)  # a bad config fails here, before any process starts
@@ -89,7 +93,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                      force=tuple(args.force))
         return 0
     out = _writable_dir(Path(args.out) if args.out else Path("runs") / cfg.run.name, "--out")
-    progress = (lambda label: SilentProgress()) if args.quiet else (lambda label: RichProgress(label, console))
+    if args.quiet:
+        progress = lambda label: SilentProgress()  # noqa: E731
+    elif console.is_terminal:
+        progress = lambda label: RichProgress(label, console)  # noqa: E731
+    else:
+        progress = lambda label: LineProgress(label, lambda line: log.info("%s", line))  # noqa: E731
     summary = run_pipeline(cfg, out, until=args.until, force=tuple(args.force), progress=progress)
     screen = stdout()
     print_models(summary, screen)
@@ -320,9 +329,15 @@ def main(argv: list[str] | None = None) -> int:
     args.debug, args.quiet = args.debug or args.debug_before, args.quiet or args.quiet_before
     level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
     # third-party converters log at INFO by the hundred; show theirs from WARNING, ours at `level`
+    if console.is_terminal:
+        handler = RichHandler(console=console, show_path=False, show_level=args.debug)
+    else:  # one line per event, with its time and level, never cut or wrapped
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"))
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(message)s", datefmt="[%X]",
-                        handlers=[RichHandler(console=console, show_path=False, show_level=args.debug)], force=True)
+                        handlers=[handler], force=True)
     logging.getLogger("edgekd").setLevel(level)
+    interrupt.install()
     try:
         return args.func(args)
     except EdgekdError as exc:

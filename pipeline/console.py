@@ -29,8 +29,9 @@ def fmt_points(fraction: float | None) -> str:
 
 
 def stdout() -> Console:
-    """Results go to stdout; wide enough for the tables when it is a file or a CI log."""
-    return Console() if Console().is_terminal else Console(width=160)
+    """Results go to stdout; wide enough for the tables when it is a file or a CI log, and lines there
+    are never wrapped."""
+    return Console() if Console().is_terminal else Console(width=160, soft_wrap=True)
 
 
 def distillation_headline(models: dict) -> str | None:

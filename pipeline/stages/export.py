@@ -24,6 +24,7 @@ from edgekd.export.driver import export_model
 from edgekd.export.formats import FORMATS, ExportOptions
 from edgekd.export.parity import Parity, int8_drop_check
 from edgekd.fileio import sha256_file, sha256_json, write_json
+from edgekd.pipeline.config import DataConfig
 from edgekd.pipeline.stages.context import StageContext, StageResult
 from edgekd.pipeline.stages.int8 import Int8Maker
 from edgekd.pipeline.training.checkpoint import load_checkpoint
@@ -66,6 +67,7 @@ def _sidecar(ctx: StageContext, model: str, fmt: str, result, options: ExportOpt
         "normalization": {**json.loads(data_meta["edgekd.normalization"]), "formula": "x = (raw / pixel_max - mean) / std per channel, then int8 input "
                                              "quantization with input.quantization when the input is int8"},
         "labels": json.loads(data_meta["edgekd.labels"]),
+        "preprocess": preprocess(ctx.cfg.data, io["input"], result.layout),
         "source_checkpoint": ctx.layout.rel(ctx.layout.checkpoint(model)), "source_checkpoint_sha256": ckpt_sha,
         "calibration": ({"samples": ctx.cfg.export.calibration_samples, "split": "train", **spec.calibration(options)}
                         if spec.calibration else None),
@@ -85,6 +87,17 @@ def _failure(name: str, parity: Parity, check, sidecar: dict) -> str:
             f"but not enough: {parity.accuracy:.2%} vs fp32 {parity.reference_accuracy:.2%}: {check.describe()}. Try: "
             f"{fixes}more calibration samples (export.calibration_samples), export.onnx_calibration = 'entropy' or "
             "'percentile', or drop this format from export.formats")
+
+
+def preprocess(data: DataConfig, tensor: dict, layout: str) -> dict:
+    """How an app turns an image file into this file's input: channels and their order, resize, layout.
+    Image folders are read as 8-bit RGB (or gray) and resized bilinearly to data.image_size; the other
+    datasets come as arrays, whose channel order is the user's."""
+    channels = tensor["shape"][3 if layout == "nhwc" else 1]
+    order = "gray" if channels == 1 else "RGB" if data.dataset == "folder" and channels == 3 else "as in the dataset"
+    resize = ({"method": "bilinear", "height": data.image_size[0], "width": data.image_size[1]}
+              if data.dataset == "folder" and data.image_size else None)
+    return {"channels": channels, "channel_order": order, "resize": resize, "layout": layout}
 
 
 def data_metadata(ctx: StageContext) -> dict[str, str]:

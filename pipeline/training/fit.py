@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from edgekd.errors import CheckFailed, MissingDependency
 from edgekd.fileio import write_bytes
 from edgekd.pipeline.config import TrainConfig
+from edgekd.pipeline import interrupt
 from edgekd.pipeline.progress import SilentProgress, TrainProgress
 from edgekd.pipeline.training.hints import HintLoss, Tap, build_hints
 from edgekd.pipeline.training.teacher_signal import TeacherSignal
@@ -271,6 +272,7 @@ def fit(model: nn.Module, *, x: Tensor, y: Tensor, loss: nn.Module, teacher: Tea
                 loss_sum += value.detach() * len(idx)
                 correct += (logits.detach().argmax(1) == y[idx]).sum()
                 progress.advance(len(idx), value.item() if step % 20 == 0 else None)
+                interrupt.check()
             seconds = time.perf_counter() - start
             finite = bool(torch.isfinite(loss_sum))
             if dist is not None:

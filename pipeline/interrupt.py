@@ -1,0 +1,31 @@
+"""Ctrl-C that is never lost.
+
+Python raises KeyboardInterrupt in whatever code runs when SIGINT arrives. When that is a garbage
+collector callback (JAX, which litert-torch loads, registers one), Python prints "Exception ignored
+in: <function _xla_gc_callback ...>" and drops it, and the run goes on as if nothing was pressed. The
+CLI installs `on_sigint`, which records the signal as well as raising; training loops call `check()`
+between batches, which raises it again if it was dropped.
+"""
+from __future__ import annotations
+
+import signal
+
+_requested = False  # process-wide, as signals are
+
+
+def _on_sigint(signum, frame) -> None:
+    global _requested
+    _requested = True
+    raise KeyboardInterrupt
+
+
+def install() -> None:
+    """Record Ctrl-C as well as raise it; a SIGINT the process ignores (a background job) stays ignored."""
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)
+
+
+def check() -> None:
+    """Raise KeyboardInterrupt if Ctrl-C was pressed, in case the first one was dropped."""
+    if _requested:
+        raise KeyboardInterrupt
