@@ -20,8 +20,11 @@ def _on_sigint(signum, frame) -> None:
 
 
 def install() -> None:
-    """Record Ctrl-C as well as raise it; a SIGINT the process ignores (a background job) stays ignored."""
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    """Record Ctrl-C as well as raise it, from now on (a command run before in this process, e.g. by a
+    test, may have been interrupted); a SIGINT the process ignores (a background job) stays ignored."""
+    global _requested
+    _requested = False
+    if signal.getsignal(signal.SIGINT) in (signal.default_int_handler, _on_sigint):
         signal.signal(signal.SIGINT, _on_sigint)
 
 
