@@ -83,12 +83,11 @@ def convert_pte_int8(model: nn.Module, sample: torch.Tensor, path: Path, options
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     quantizer = _quantizer()
+    exported = _export(model, sample, "int8 ExecuTorch")
     try:
         with quiet_converter():
-            prepared = prepare_pt2e(_export(model, sample, "int8 ExecuTorch").module(), quantizer)
-    except ExportError:
-        raise
-    except Exception as exc:
+            prepared = prepare_pt2e(exported.module(), quantizer)
+    except Exception as exc:  # the quantizer's annotators name an op they cannot handle
         raise explain_failure(model, sample, exc, "int8 ExecuTorch") from exc
     calib = torch.from_numpy(options.calibration_x)
     with torch.no_grad():
