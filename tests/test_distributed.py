@@ -58,7 +58,7 @@ teacher = build_model(ModelSpec("cnn", (1, 8, 8), 10, {"channels": [8, 16], "hid
 x = torch.randn(2500, 1, 8, 8)
 shared = TeacherSignal(teacher, x, augmented=False, batch_size=1024, dist=dist).cached
 alone = TeacherSignal(teacher, x, augmented=False, batch_size=1024).cached
-sys.stdout.write(f"{dist.rank} {torch.equal(shared, alone)}\n")  # one write: the ranks share the pipe
+sys.stdout.write(f"{dist.rank} {torch.equal(shared, alone)}\\n")  # one write: the ranks share the pipe
 sys.stdout.flush()
 dist.close()
 """
