@@ -37,7 +37,8 @@ class LocalTarget:
         for threads in o.threads:
             jobs = [model_job(f, eval_path, threads, o.timing) for f in files]
             jobs += [job for job in extra_jobs if threads == o.threads[0]]  # eager rows: once, at the first count
-            documents.append({"results": run_jobs(jobs, o.processes, self.name, progress, deadline=self.deadline),
+            documents.append({"results": run_jobs(jobs, o.processes, self.name, progress, deadline=self.deadline,
+                                                  profile=o.profile),
                               "skipped": skipped_rows(jobs)})
         return merge_documents(self.name, documents)
 

@@ -40,6 +40,7 @@ class BenchOptions:
     processes: int = 5
     timing: Timing = field(default_factory=Timing)
     timeout_s: float | None = None  # for the whole measurement on the target (see Deadline), None: no limit
+    profile: bool = False  # and one op profile per file, in its own process, after the timed ones
 
 
 class Target(Protocol):
@@ -86,7 +87,7 @@ def stage(files: list[Path], eval_path: Path, into: Path) -> tuple[list[str], st
 
 def agent_args(models: list[str], eval_rel: str, options: BenchOptions, threads: int, target: str) -> list[str]:
     return [*models, "--eval", eval_rel, "--threads", str(threads), "--processes", str(options.processes),
-            "--target", target, *options.timing.args()]
+            "--target", target, *options.timing.args(), *(["--profile"] if options.profile else [])]
 
 
 def merge_documents(target: str, documents: list[dict]) -> dict:

@@ -131,7 +131,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if unknown:
         raise UsageError(f"unknown target {', '.join(map(repr, unknown))}; defined: {', '.join(defined)} (define "
                          "targets in a file given with --targets FILE, or in the run config's [targets] table)")
-    bench = dataclasses.replace(cfg.bench, targets=names, **({"threads": args.threads} if args.threads else {}))
+    bench = dataclasses.replace(cfg.bench, targets=names, **({"threads": args.threads} if args.threads else {}),
+                                **({"profile": True} if args.profile else {}))
     summary = rerun_stages(dataclasses.replace(cfg, targets=tables, bench=bench), run_dir, ("bench", "report"),
                            force=("bench",))
     outcomes = summary.bench_outcomes
@@ -279,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
                        ", ".join(f"{name} ({row.help})" for name, row in KINDS.items()))
     bench.add_argument("--all", action="store_true", help="measure on every target the file and the config define")
     bench.add_argument("--threads", type=int, help="runtime threads (default: the run's bench.threads)")
+    bench.add_argument("--profile", action="store_true",
+                       help="also record where each file's time goes, op by op, in one more process per file "
+                            "(not timed; the report shows the top ops)")
     bench.set_defaults(func=cmd_bench)
     report = sub.add_parser("report", parents=[common], help="write report.json, report.md and report.html")
     report.add_argument("run_dir", help="a run directory, e.g. runs/mnist5k")

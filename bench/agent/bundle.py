@@ -144,7 +144,7 @@ def _unpack(archive: zipfile.ZipFile, bundle: Path, into: Path, max_bytes: int =
 
 
 def measure_bundle(bundle: Path, threads: int, processes: int, timing: Timing, target: str, progress=None,
-                   max_bytes: int = DEFAULT_MAX_BYTES) -> dict:
+                   max_bytes: int = DEFAULT_MAX_BYTES, profile: bool = False) -> dict:
     try:
         archive = zipfile.ZipFile(bundle)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -155,5 +155,5 @@ def measure_bundle(bundle: Path, threads: int, processes: int, timing: Timing, t
         eval_path = next(root.rglob("eval.npz"), None)
         known = suffixes()
         models = sorted(p for p in root.rglob("*") if p.suffix in known)
-        return measure_files(models, eval_path, threads, processes, timing, target, progress, max_bytes)
+        return measure_files(models, eval_path, threads, processes, timing, target, progress, max_bytes, profile)
 

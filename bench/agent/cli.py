@@ -3,6 +3,7 @@
     python3 agent.pyz MODEL... [--eval EVAL.npz] [--threads N] [--processes K] [-o RESULTS.json]
     python3 agent.pyz BUNDLE.zip [-o RESULTS.json]        # every model in an `edgekd pack` bundle
     ... [--max-bytes 512M]   # the most a bundle unpacks, and one model or eval set holds (refused: exit 2)
+    ... [--profile]          # and one more process per model records where its time goes, op by op
     python -m edgekd.bench.agent ...                      # the same, from an installed edgekd
 
 Runs with Python >= 3.9, the standard library, numpy and one runtime: ai_edge_litert (or
@@ -19,6 +20,7 @@ later comparison must allow for (pyperf measures the same way).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -27,7 +29,7 @@ from edgekd.bench.agent.bundle import measure_bundle
 from edgekd.bench.agent.jobs import measure_files
 from edgekd.bench.agent.limits import DEFAULT_MAX_BYTES, parse_size
 from edgekd.bench.agent.processes import die_with_parent, sweep_stale_temp_dirs
-from edgekd.bench.agent.worker import Timing, worker
+from edgekd.bench.agent.worker import Timing, profile_worker, worker
 from edgekd.errors import AgentError
 from edgekd.fileio import write_text
 
@@ -53,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-bytes", type=_size_arg, default=DEFAULT_MAX_BYTES, metavar="SIZE",
                         help="the most a bundle may unpack and one model or eval set may hold, decompressed "
                              "(default 512M; e.g. 2G)")
+    parser.add_argument("--profile", action="store_true",
+                        help="after timing, record each model's op profile with its runtime's own profiler, in one "
+                             "more process per model (never timed: profiling perturbs timing)")
     parser.add_argument("-o", "--output", type=Path, help="write the JSON here (default: stdout)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one process, one model
     parser.add_argument("--accuracy", action="store_true", help=argparse.SUPPRESS)
@@ -68,13 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.worker:
             die_with_parent()
-            result = worker(args.models[0], args.eval, args.threads, timing, args.accuracy, args.max_bytes)
+            run_worker = profile_worker if args.profile else functools.partial(worker, with_accuracy=args.accuracy)
+            result = run_worker(args.models[0], args.eval, args.threads, timing, max_bytes=args.max_bytes)
         elif args.models[0].suffix == ".zip":
             result = measure_bundle(args.models[0], args.threads, args.processes, timing, args.target, progress,
-                                    args.max_bytes)
+                                    args.max_bytes, args.profile)
         else:
             result = measure_files(args.models, args.eval, args.threads, args.processes, timing, args.target, progress,
-                                   args.max_bytes)
+                                   args.max_bytes, args.profile)
     except AgentError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -29,6 +29,8 @@ class Job:
     command: list[str]
     workers: list[dict] = field(default_factory=list)
     skipped: str = ""  # why it could not be measured here (its runtime is not installed)
+    profilable: bool = False  # the command is the agent's worker, which profiles with `--profile`
+    profile: dict | None = None
 
 
 def memory_fields(workers: list[dict]) -> dict:
@@ -68,12 +70,15 @@ def merge(job: Job, target: str) -> dict:
         # exactly the samples latency_ms was computed from (at most 5,000 of them, evenly spaced), so
         # that a reader can recompute every percentile and check it
         "samples_ms": subsample(pool_samples(process_samples), 5000),
+        **({"op_profile": job.profile} if job.profile else {}),
     }
 
 
 def run_jobs(jobs: list[Job], processes: int, target: str, progress=None, timeout: float | None = None,
-             deadline: Deadline | None = None) -> list[dict]:
+             deadline: Deadline | None = None, profile: bool = False) -> list[dict]:
     """Measure every job in `processes` rounds, one fresh process per job and round; accuracy in round 1.
+    With `profile`, one more process per job records an op profile, after the timed rounds: profiling
+    perturbs timing, so no profiled process is timed.
 
     A job whose runtime is missing here (exit 3) is skipped with the reason and the others go on;
     use `skipped_rows(jobs)` for them. Any other failure raises AgentError. `timeout` limits each
@@ -92,7 +97,27 @@ def run_jobs(jobs: list[Job], processes: int, target: str, progress=None, timeou
                 if exc.exit_code != 3:
                     raise
                 job.skipped = str(exc)
+    if profile:
+        for i, job in enumerate(jobs, 1):
+            if job.profilable and not job.skipped:
+                if progress:
+                    progress(f"[op profile, {i}/{len(jobs)}] {job.artifact}")
+                job.profile = profile_process(job, timeout, deadline)
     return [merge(job, target) for job in jobs if not job.skipped]
+
+
+def profile_process(job: Job, timeout: float | None, deadline: Deadline | None) -> dict:
+    """The op profile of one job from its own process; a failed profile is recorded, not raised: the
+    timings it would annotate stand without it (a deadline that passed still stops the target)."""
+    try:
+        found = run_process([*job.command, "--profile"], timeout, deadline)
+    except AgentError as exc:
+        if deadline and deadline.passed():
+            raise
+        return {"profiler": None, "why": f"the profiling process failed: {exc}"}
+    if found.get("sha256") not in {w["sha256"] for w in job.workers}:
+        return {"profiler": None, "why": "the file changed between timing and profiling"}
+    return found
 
 
 def skipped_rows(jobs: list[Job]) -> list[dict]:
@@ -110,15 +135,15 @@ def model_job(model: Path, eval_path: Path | None, threads: int, timing: Timing,
               max_bytes: int = DEFAULT_MAX_BYTES) -> Job:
     """The job for one model file, named as its sidecar names it (export/student.onnx) or by its file name."""
     artifact = str(read_sidecar(model).get("file", model.name))
-    return Job(artifact, worker_command(model, eval_path, threads, timing, max_bytes))
+    return Job(artifact, worker_command(model, eval_path, threads, timing, max_bytes), profilable=True)
 
 
 def measure_files(models: list[Path], eval_path: Path | None, threads: int, processes: int, timing: Timing,
-                  target: str, progress=None, max_bytes: int = DEFAULT_MAX_BYTES) -> dict:
+                  target: str, progress=None, max_bytes: int = DEFAULT_MAX_BYTES, profile: bool = False) -> dict:
     if eval_path:
         check_eval(eval_path, max_bytes)  # once here, before any worker starts: a bad eval set is one message
     jobs = [model_job(model, eval_path, threads, timing, max_bytes) for model in models]
-    results = run_jobs(jobs, processes, target, progress)
+    results = run_jobs(jobs, processes, target, progress, profile=profile)
     skipped = skipped_rows(jobs)
     if skipped and not results:
         raise AgentError("nothing could be measured: " + "; ".join(f"{s['artifact']}: {s['reason']}" for s in skipped), 3)

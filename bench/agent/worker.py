@@ -127,6 +127,30 @@ def runtime_baseline(runner_class, threads: int) -> tuple[float, str]:
     return peak_rss_mb(), how
 
 
+def _checked_runner(model: Path, max_bytes: int) -> type:
+    """The Runner class for `model`, once it is known to be a file within the agent's ceiling (exit 2)."""
+    runner_class = runner_for(model)
+    if not model.is_file():
+        raise AgentError(f"{model}: no such file")
+    if model.stat().st_size > max_bytes:
+        raise AgentError(f"{model}: {mib(model.stat().st_size)}, over the agent's ceiling of {mib(max_bytes)}; "
+                         "raise --max-bytes if this model really is that large")
+    return runner_class
+
+
+def _inputs(runner, sidecar: dict, x: np.ndarray | None, model: Path, eval_path: Path | None):
+    """(the eval set in the model's layout and shape, or None; the one sample that is timed)."""
+    if x is None:
+        shape = tuple(1 if d < 1 else d for d in runner.input_shape)
+        # a fixed pattern in [-1, 1], not numpy.random: its first use imports 3 MB of modules, which
+        # would be counted as the model's memory
+        return None, np.cos(np.arange(math.prod(shape), dtype=np.float32)).reshape(shape)
+    if _layout(runner, sidecar, x.shape[1:]) == "nhwc":
+        x = x.transpose(0, 2, 3, 1)  # a view: no copy of the eval set
+    x = _fit(x, runner.input_shape, model, eval_path)
+    return x, x[:1]
+
+
 def worker(model: Path, eval_path: Path | None, threads: int, timing: Timing, with_accuracy: bool,
            max_bytes: int = DEFAULT_MAX_BYTES) -> dict:
     """Load and time one model in this process (and score it when asked): a worker record.
@@ -135,12 +159,7 @@ def worker(model: Path, eval_path: Path | None, threads: int, timing: Timing, wi
     its peak after loading and timing the model; both are VmHWM, which never decreases, so the model's
     part (peak - baseline) is >= 0 by construction and includes no import or eval-set memory."""
     started = time.time()
-    runner_class = runner_for(model)
-    if not model.is_file():
-        raise AgentError(f"{model}: no such file")
-    if model.stat().st_size > max_bytes:
-        raise AgentError(f"{model}: {mib(model.stat().st_size)}, over the agent's ceiling of {mib(max_bytes)}; "
-                         "raise --max-bytes if this model really is that large")
+    runner_class = _checked_runner(model, max_bytes)
     sha = sha256_file(model)
     sidecar = read_sidecar(model)
     x, y = load_eval(eval_path, max_bytes) if eval_path else (None, None)
@@ -150,16 +169,7 @@ def worker(model: Path, eval_path: Path | None, threads: int, timing: Timing, wi
     start = time.perf_counter()
     runner = runner_class(model, threads)
     init_ms = (time.perf_counter() - start) * 1e3
-    if x is not None:
-        if _layout(runner, sidecar, x.shape[1:]) == "nhwc":
-            x = x.transpose(0, 2, 3, 1)  # a view: no copy of the eval set
-        x = _fit(x, runner.input_shape, model, eval_path)
-        sample = x[:1]
-    else:
-        shape = tuple(1 if d < 1 else d for d in runner.input_shape)
-        # a fixed pattern in [-1, 1], not numpy.random: its first use imports 3 MB of modules, which
-        # would be counted as the model's memory
-        sample = np.cos(np.arange(math.prod(shape), dtype=np.float32)).reshape(shape)
+    x, sample = _inputs(runner, sidecar, x, model, eval_path)
     prepared = runner.prepare(sample)
     before = board_state()
     first_ms = time_into(lambda: runner.run(prepared), timing, samples)
@@ -174,3 +184,22 @@ def worker(model: Path, eval_path: Path | None, threads: int, timing: Timing, wi
         record.update(accuracy_fields(runner.predict(x).argmax(1), y))
     return {**record, "started_at": started, "ended_at": time.time()}
 
+
+
+def profile_worker(model: Path, eval_path: Path | None, threads: int, timing: Timing,
+                   max_bytes: int = DEFAULT_MAX_BYTES) -> dict:
+    """Where one model's time goes, op by op, in this process: its unprofiled p50 first, then the
+    runtime's own profiler over about a second of runs (at least timing.min_runs, at most 5,000).
+    A profile record; `profiler` is None (with `why`) for a runtime that has no op profiler."""
+    runner_class = _checked_runner(model, max_bytes)
+    x = load_eval(eval_path, max_bytes)[0][:1] if eval_path else None
+    runner = runner_class(model, threads)
+    prepared = runner.prepare(_inputs(runner, read_sidecar(model), x, model, eval_path)[1])
+    samples = Samples(4096)
+    time_into(lambda: runner.run(prepared), timing, samples)
+    p50_ms = float(np.median(samples.values()))
+    runs = int(min(5000, max(timing.min_runs, max(1.0, timing.min_seconds) / (p50_ms / 1e3))))
+    found = runner.profile(prepared, timing.warmup, runs)
+    ops = sorted(found.get("ops", []), key=lambda op: -op["us"])
+    return {**found, "ops": ops, "p50_us": 1e3 * p50_ms, "ops_sum_us": sum(op["us"] for op in ops),
+            "sha256": sha256_file(model), "threads": threads}

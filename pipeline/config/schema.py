@@ -143,6 +143,7 @@ class BenchConfig:
     eager: tuple[str, ...] = ("teacher", "student")  # PyTorch eager reference rows (on the local target)
     targets: tuple[str, ...] = ("local",)  # where to measure: "local" or names from [targets] / --targets FILE
     max_parallel: int = 4  # targets measured at once (those on this machine's CPU never overlap)
+    profile: bool = False  # also an op profile per file (its own process, not timed; .onnx and .pte have a profiler)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from edgekd.pipeline.console import distillation_headline, fmt_ms, fmt_pct, fmt_points
 from edgekd.pipeline.reporting.plots import front_name
+from edgekd.pipeline.reporting.profiles import profile_lines
 from edgekd.pipeline.reporting.recommend import markdown_lines
 
 
@@ -38,7 +39,7 @@ def rows(report: dict) -> dict[str, list[dict]]:
                 "threads": r.get("threads", 1), "throttled": bool((r.get("thermal") or {}).get("throttled")),
                 "accuracy_on": r.get("accuracy_on", "device"),
                 "size_ratio": teacher_size / size if size else None, "audit": a["audit"] if a else None,
-                "samples": r.get("samples_ms") or [],
+                "samples": r.get("samples_ms") or [], "op_profile": r.get("op_profile"),
             })
         table[target] = lines
     return table
@@ -96,6 +97,7 @@ def markdown(report: dict) -> str:
                     f"{t['status']} after {t.get('attempts', 1)} attempt(s): {t.get('error', '')}"]
     for target, missed in skipped.items():
         out += ["", f"## Target `{target}`", ""] + [f"Not measured: {row['artifact']} ({row['reason']})." for row in missed]
+    out += profile_lines(rows(report))
     out += stale_lines(report.get("stale", []))
     out += int8_lines(report)
     out += _distillation_lines(report)

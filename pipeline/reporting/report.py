@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 RESULT_KEYS = ("artifact", "target", "sha256", "runtime", "runtime_version", "threads", "delegate", "device", "latency_ms",
                "init_ms", "first_ms", "peak_rss_mb", "runtime_rss_mb", "model_rss_mb", "rss_increase_mb",
                "process_peak_rss_mb", "process_runtime_rss_mb", "accuracy", "accuracy_on", "n_eval", "correct_bits",
-               "thermal", "started_at", "ended_at", "samples_ms")
+               "thermal", "started_at", "ended_at", "samples_ms", "op_profile")
 
 
 def read_bench(path: Path) -> tuple[list[dict], list[dict]]:

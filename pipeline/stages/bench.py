@@ -45,7 +45,7 @@ def exported_files(layout: RunLayout) -> list[Path]:
 def make_target(name: str, t: TargetConfig, cfg: BenchConfig):
     """A target of edgekd.bench from its typed table, with the run's bench settings as defaults."""
     options = BenchOptions(tuple(t.threads) or (cfg.threads,), t.processes or cfg.processes,
-                           Timing(cfg.warmup, cfg.min_runs, cfg.min_seconds), t.timeout_s)
+                           Timing(cfg.warmup, cfg.min_runs, cfg.min_seconds), t.timeout_s, cfg.profile)
     return load(t.kind).build(name, t, options)
 
 

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import base64
+import json
+import tempfile
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +45,7 @@ class Runner:
 
     def __init__(self, path: Path, threads: int):
         ort, self.runtime, self.version = self.load_runtime()
+        self.path, self.threads = path, threads
         try:
             self.session = ort.InferenceSession(str(path), self.options(ort, threads), providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime's own Fail / InvalidProtobuf / NoSuchFile types
@@ -62,3 +66,24 @@ class Runner:
     def predict(self, x: np.ndarray) -> np.ndarray:
         return np.concatenate([self.run(x[i:i + 256]) for i in range(0, len(x), 256)])
 
+
+    def profile(self, prepared: np.ndarray, warmup: int, runs: int) -> dict:
+        """Each kernel's mean time per run over `runs` runs after `warmup`, from onnxruntime's session
+        profiling, in a second session of the same file (profiling is fixed when a session is created)."""
+        ort = self.load_runtime()[0]
+        with tempfile.TemporaryDirectory(prefix="edgekd-ort-") as tmp:
+            opts = self.options(ort, self.threads)
+            opts.enable_profiling, opts.profile_file_prefix = True, f"{tmp}/ort"
+            session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+            for _ in range(warmup + runs):
+                session.run(None, {self.name: prepared})
+            events = json.loads(Path(session.end_profiling()).read_text())
+        timed = [e for e in events if e.get("name") == "model_run"][-runs:]
+        since = timed[0]["ts"]  # the warm-up runs' events come before the first timed run
+        ops: dict[tuple[str, str], float] = defaultdict(float)
+        for e in events:
+            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= since:
+                ops[(e["name"].removesuffix("_kernel_time"), e["args"]["op_name"])] += e["dur"]
+        return {"profiler": f"onnxruntime {ort.__version__} session profiling", "runs": len(timed),
+                "profiled_run_us": float(np.median([e["dur"] for e in timed])),
+                "ops": [{"name": name, "op": op, "us": us / len(timed)} for (name, op), us in ops.items()]}

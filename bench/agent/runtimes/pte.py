@@ -10,6 +10,9 @@ from __future__ import annotations
 import base64
 import importlib
 import os
+import re
+import tempfile
+from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -87,6 +90,7 @@ class Runner:
 
     def __init__(self, path: Path, threads: int):
         bindings, self.runtime, self.version = self._bindings(threads)
+        self.path = path
         self._torch = importlib.import_module("torch")
         try:
             with _native_stderr_silenced():
@@ -108,3 +112,36 @@ class Runner:
     def predict(self, x: np.ndarray) -> np.ndarray:
         """One sample at a time: a program is specialised to the batch it was exported with."""
         return np.concatenate([self.logits(self.run(self.prepare(x[i:i + 1]))) for i in range(len(x))])
+
+    def profile(self, prepared, warmup: int, runs: int) -> dict:
+        """Each op's mean time per run over `runs` runs after `warmup`, from ExecuTorch's ETDump of a
+        second load of the program: XNNPACK's own events for the ops inside the delegate (1 µs ticks:
+        a mean over many runs resolves less), the runtime's for the ops outside it."""
+        bindings = self.load_runtime()[0]
+        with _native_stderr_silenced():  # the deserializer imports ExecuTorch's compiler, which warns
+            from executorch.devtools.etdump.serialize import deserialize_from_etdump_flatcc
+            traced = bindings._load_for_executorch(str(self.path), enable_etdump=True, debug_buffer_size=0)
+            for _ in range(warmup + runs):
+                traced.forward((prepared,))
+            with tempfile.TemporaryDirectory(prefix="edgekd-etdump-") as tmp:
+                traced.write_etdump_result_to_file(f"{tmp}/run.etdp")
+                dump = deserialize_from_etdump_flatcc(Path(f"{tmp}/run.etdp").read_bytes())
+        blocks = [b for b in dump.run_data if any(e.profile_event and e.profile_event.name == "Method::execute"
+                                                  for e in b.events)][-runs:]
+        ops: dict[tuple[str, str], float] = defaultdict(float)
+        whole, delegate = [], 0.0
+        for block in blocks:
+            for event in (e.profile_event for e in block.events if e.profile_event):
+                ns = event.end_time - event.start_time
+                if event.name == "Method::execute":
+                    whole.append(ns)
+                elif event.name == "DELEGATE_CALL":
+                    delegate += ns
+                elif event.name is None:  # inside the delegate: "Convolution (NHWC, QC8) IGEMM #2"
+                    name = event.delegate_debug_id_str
+                    ops[(name, re.sub(r" #\d+$", "", name))] += ns
+                else:
+                    ops[(f"{event.name} (not delegated)", event.name)] += ns
+        return {"profiler": f"ExecuTorch {self.version} ETDump (XNNPACK's events: 1 µs ticks)", "runs": len(blocks),
+                "profiled_run_us": float(np.median(whole)) / 1e3, "delegate_call_us": delegate / len(blocks) / 1e3,
+                "ops": [{"name": name, "op": op, "us": ns / len(blocks) / 1e3} for (name, op), ns in ops.items()]}

@@ -88,3 +88,7 @@ class Runner:
     def predict(self, x: np.ndarray) -> np.ndarray:
         return np.concatenate([self.logits(self.run(self.prepare(x[i:i + 1]))) for i in range(len(x))])
 
+
+    def profile(self, prepared, warmup: int, runs: int) -> dict:
+        return {"profiler": None, "why": "LiteRT's Python packages have no op profiler; LiteRT's C++ benchmark_model "
+                                         "has one (--enable_op_profiling=true)"}
