@@ -29,7 +29,9 @@ class RunConfig:
 class DataConfig:
     dataset: str = "digits"  # a name in pipeline.data.DATASETS
     path: str = ""  # directory (idx, folder) or file (npz); relative paths are taken from the working directory
-    test_fraction: float = 0.2  # ignored by idx when a t10k test set is present
+    test_path: str = ""  # a separate test set, read like `path` (idx, npz, folder); then test_fraction is unused
+    val_path: str = ""  # a separate validation set, likewise; then val_fraction is unused
+    test_fraction: float = 0.2  # ignored when the data come split (test_path, idx's t10k, a folder's test/)
     val_fraction: float = 0.1  # of what remains after the test split; used for early stopping
     layout: Literal["nchw", "nhwc"] = "nchw"  # npz only: layout of a rank-4 `x`
     image_size: tuple[int, ...] = ()  # folder only: (height, width) to resize to; () keeps the files' size
@@ -200,6 +202,10 @@ def validate(cfg: PipelineConfig) -> list[str]:
         p.append(f"data.dataset = {cfg.data.dataset!r}: unknown; valid: {', '.join(DATASETS)}")
     elif DATASETS[cfg.data.dataset].needs_path and not cfg.data.path:
         p.append(f"data.path: dataset {cfg.data.dataset!r} needs a path to the user's data")
+    for key in ("test_path", "val_path"):
+        if getattr(cfg.data, key) and cfg.data.dataset in DATASETS and not DATASETS[cfg.data.dataset].needs_path:
+            p.append(f"data.{key}: dataset {cfg.data.dataset!r} is bundled and comes without files to split; "
+                     f"{key} is for datasets read from files (idx, npz, folder)")
     if not 0 < cfg.data.test_fraction < 1:
         p.append(f"data.test_fraction = {cfg.data.test_fraction}: must be in (0, 1)")
     if not 0 <= cfg.data.val_fraction < 1:
@@ -322,6 +328,7 @@ def _absolute_paths(cfg: PipelineConfig) -> PipelineConfig:
         module, sep, name = text.partition(":")
         return f"{absolute(module)}{sep}{name}" if sep and module.endswith(".py") else text
     return dataclasses.replace(
-        cfg, data=dataclasses.replace(cfg.data, path=absolute(cfg.data.path)),
+        cfg, data=dataclasses.replace(cfg.data, path=absolute(cfg.data.path), test_path=absolute(cfg.data.test_path),
+                                      val_path=absolute(cfg.data.val_path)),
         teacher=dataclasses.replace(cfg.teacher, checkpoint=absolute(cfg.teacher.checkpoint), arch=arch(cfg.teacher.arch)),
         student=dataclasses.replace(cfg.student, arch=arch(cfg.student.arch)))
