@@ -49,9 +49,16 @@ class TrainConfig:
     momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0
     schedule: Literal["cosine", "none"] = "cosine"
-    jitter: int = 0  # random shifts of up to ±jitter pixels, applied on the fly each epoch
+    jitter: int = 0  # random shifts of up to ±jitter pixels, edges replicated, applied on the fly each epoch
+    crop_padding: int = 0  # random crops of the image padded by this many pixels (filled with the train mean)
+    flip: bool = False  # random horizontal flips (half the images); leave off for digits and text
     patience: int = 0  # stop after this many epochs without a better val accuracy; 0 never stops early
     seed: int = -1  # initial weights and batch order; -1 takes run.seed (sweeps vary it without a new data split)
+
+    @property
+    def augmented(self) -> bool:
+        """True when the inputs change every epoch (then the teacher sees each augmented batch: no cache)."""
+        return bool(self.jitter or self.crop_padding or self.flip)
 
 
 @dataclass(frozen=True)
@@ -263,7 +270,8 @@ def validate(cfg: PipelineConfig) -> list[str]:
         model: ModelConfig = getattr(cfg, role)
         p += [f"{role}.arch = {model.arch!r}: {msg}" for msg in check_arch(model.arch, model.kwargs)]
         t = model.train
-        for key, low in (("epochs", 1), ("batch_size", 1), ("jitter", 0), ("patience", 0), ("seed", -1)):
+        for key, low in (("epochs", 1), ("batch_size", 1), ("jitter", 0), ("crop_padding", 0), ("patience", 0),
+                          ("seed", -1)):
             if getattr(t, key) < low:
                 p.append(f"{role}.train.{key} = {getattr(t, key)}: must be >= {low}")
         if t.lr <= 0:

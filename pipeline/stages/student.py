@@ -25,7 +25,7 @@ def train_student(ctx: StageContext) -> StageResult:
     teacher = None
     if loss.uses_teacher:
         teacher = TeacherSignal(ctx.load_checkpoint("teacher").to(ctx.device), x,
-                                augmented=bool(cfg.student.train.jitter), hints=cfg.distill.hints, dist=ctx.dist)
+                                augmented=cfg.student.train.augmented, hints=cfg.distill.hints, dist=ctx.dist)
     missing = [c for c in range(ctx.data.num_classes) if c not in transfer_classes(ctx)]
 
     def finish(model: nn.Module) -> dict:

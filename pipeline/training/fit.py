@@ -66,13 +66,14 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def jitter(x: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
-    """Shift every image by its own random (dy, dx) in [-max_shift, max_shift], edges replicated."""
+def jitter(x: Tensor, max_shift: int, generator: torch.Generator, mode: str = "replicate") -> Tensor:
+    """Shift every image by its own random (dy, dx) in [-max_shift, max_shift], edges replicated (or,
+    with mode "constant", filled with 0: the train mean after normalisation)."""
     if max_shift == 0:
         return x
     n, _, h, w = x.shape
     side = 2 * max_shift + 1
-    padded = F.pad(x, (max_shift,) * 4, mode="replicate")
+    padded = F.pad(x, (max_shift,) * 4, mode=mode)
     offsets = torch.randint(0, side * side, (n,), generator=generator).to(x.device)
     out = torch.empty_like(x)
     for key in offsets.unique().tolist():  # at most side² slices per batch instead of n
@@ -80,6 +81,18 @@ def jitter(x: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
         dy, dx = divmod(key, side)
         out[sel] = padded[sel, :, dy:dy + h, dx:dx + w]
     return out
+
+
+def augment(x: Tensor, cfg: TrainConfig, generator: torch.Generator) -> Tensor:
+    """The training view of a batch, drawn per image from `generator`: jitter, then a random crop of
+    the zero-padded image (CIFAR's pad-and-crop), then a horizontal flip of half the images. The
+    teacher is shown this same view."""
+    x = jitter(x, cfg.jitter, generator)
+    x = jitter(x, cfg.crop_padding, generator, mode="constant")
+    if cfg.flip:
+        flipped = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
+        x = torch.where(flipped[:, None, None, None], x.flip(-1), x)
+    return x
 
 
 @torch.no_grad()
@@ -252,7 +265,7 @@ def fit(model: nn.Module, *, x: Tensor, y: Tensor, loss: nn.Module, teacher: Tea
             hint_sum = 0.0
             for step in range(steps_per_epoch):
                 idx = order[step * batch:(step + 1) * batch]
-                xb = jitter(x[idx], cfg.jitter, gen)
+                xb = augment(x[idx], cfg, gen)
                 with torch.autocast(x.device.type, dtype=torch.float16, enabled=amp):
                     logits = net(xb)
                     signal = teacher.batch(xb, idx) if teacher is not None else None

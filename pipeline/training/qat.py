@@ -99,7 +99,7 @@ def train_qat(cfg: PipelineConfig, inputs: QatInputs, *, model: nn.Module, super
         return QatResult(net.eval(), facts)
     x, y = train
     train_cfg = _train_config(cfg, inputs.model)
-    signal = TeacherSignal(supervisor_model.eval(), x, augmented=bool(train_cfg.jitter))
+    signal = TeacherSignal(supervisor_model.eval(), x, augmented=train_cfg.augmented)
     start = time.perf_counter()
     log.info("qat %s: %d epochs of quantization-aware training, supervised by %s", inputs.model, train_cfg.epochs,
              supervisor(inputs.model))
