@@ -87,29 +87,6 @@ def ssh_host(tmp_path_factory):
 
 
 @pytest.fixture
-def second_ssh_host(tmp_path):
-    """Another host: an sshd in its own network namespace, reached over a veth pair (needs root)."""
-    if SSHD is None or shutil.which("ssh") is None or os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.skip("needs root, ip (Debian iproute2), sshd and ssh (openssh-server, openssh-client) to make a second host")
-    ns, peer = f"edgekd{os.getpid() % 10000}", f"ek{os.getpid() % 10000}"
-    subnet = f"10.231.{os.getpid() % 200 + 10}"
-    for cmd in (["ip", "netns", "add", ns], ["ip", "link", "add", peer + "a", "type", "veth", "peer", "name", peer + "b"],
-                ["ip", "link", "set", peer + "b", "netns", ns], ["ip", "addr", "add", f"{subnet}.1/24", "dev", peer + "a"],
-                ["ip", "link", "set", peer + "a", "up"], ["ip", "netns", "exec", ns, "ip", "addr", "add", f"{subnet}.2/24",
-                                                          "dev", peer + "b"],
-                ["ip", "netns", "exec", ns, "ip", "link", "set", peer + "b", "up"],
-                ["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"]):
-        subprocess.run(cmd, check=True)
-    try:
-        host = start_sshd(tmp_path / "sshd2", f"{subnet}.2", ns)
-        yield host
-        host.process.kill()
-    finally:
-        subprocess.run(["ip", "link", "del", peer + "a"], capture_output=True)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-
-
-@pytest.fixture
 def bench_copy(bench_run, tmp_path):
     """A copy of bench_run for a test that changes it (merges, re-benches, failed targets)."""
     copy = tmp_path / "digits"
