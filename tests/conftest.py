@@ -1,4 +1,10 @@
+import os
+import tempfile
+
 import pytest
+
+# decoded image folders go to a cache of this test session, not the user's ~/.cache/edgekd
+os.environ.setdefault("EDGEKD_CACHE_DIR", tempfile.mkdtemp(prefix="edgekd-test-cache-"))
 
 from edgekd.pipeline.config import load_config
 from edgekd.pipeline.run import run_pipeline
@@ -14,7 +20,6 @@ def bench_run(tmp_path_factory):
 
 
 import getpass  # noqa: E402
-import os  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402

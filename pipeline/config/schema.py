@@ -36,6 +36,7 @@ class DataConfig:
     layout: Literal["nchw", "nhwc"] = "nchw"  # npz only: layout of a rank-4 `x`
     image_size: tuple[int, ...] = ()  # folder only: (height, width) to resize to; () keeps the files' size
     grayscale: Literal["auto", True, False] = "auto"  # folder only: one channel; "auto": when every image is gray
+    cache: bool = True  # folder only: decode once into a uint8 array on disk, reused by later runs (pipeline.data.cache)
     folds: int = 0  # k-fold cross-validation (edgekd cv): the test split is fold `fold` of `folds`
     fold: int = 0
 

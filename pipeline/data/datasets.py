@@ -126,7 +126,7 @@ def check(x: np.ndarray, y: np.ndarray, num_classes: int, source: str, every_cla
         raise DataError(f"{source}: {len(x)} images but {len(y)} labels; they must match one to one")
     if len(y) == 0:
         raise DataError(f"{source}: no samples")
-    bad = ~np.isfinite(x)
+    bad = ~np.isfinite(x) if x.dtype.kind == "f" else np.zeros(1, bool)  # pixels stored as integers are finite
     if bad.any():
         first = int(np.argwhere(bad.reshape(len(x), -1).any(axis=1))[0, 0])
         raise DataError(f"{source}: {int(bad.sum())} NaN or infinite pixel values (first in sample {first}); "
@@ -177,6 +177,23 @@ def stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return fold
 
 
+def channel_stats(x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std (float32) of images in [0, 1]; uint8 pixels are scaled and summed in
+    float64 over chunks of images, so that no float copy of the whole split is made."""
+    if x.dtype != np.uint8:  # already float in memory: numpy's own reductions, as before there was a cache
+        return x.mean(axis=(0, 2, 3)).astype(np.float32), np.maximum(x.std(axis=(0, 2, 3)), 1e-6).astype(np.float32)
+    scale = 1 / 255.0
+    total, squares, count = np.zeros(x.shape[1]), np.zeros(x.shape[1]), 0
+    for i in range(0, len(x), chunk):
+        part = x[i:i + chunk].astype(np.float64) * scale
+        total += part.sum(axis=(0, 2, 3))
+        squares += np.square(part).sum(axis=(0, 2, 3))
+        count += part.shape[0] * part.shape[2] * part.shape[3]
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean ** 2, 0.0))
+    return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
+
+
 def prepare(cfg: DataConfig, seed: int) -> Dataset:
     """Load, check, split (stratified, by `seed`) and normalise (train statistics) one dataset."""
     raw = load(cfg)
@@ -203,11 +220,16 @@ def prepare(cfg: DataConfig, seed: int) -> Dataset:
     else:
         train, val = _stratified(y_rest, cfg.val_fraction, rng)
         x_train, y_train, x_val, y_val = x_rest[train], y_rest[train], x_rest[val], y_rest[val]
-    mean = x_train.mean(axis=(0, 2, 3)).astype(np.float32)
-    std = np.maximum(x_train.std(axis=(0, 2, 3)), 1e-6).astype(np.float32)
+    mean, std = channel_stats(x_train)
 
     def norm(a: np.ndarray) -> np.ndarray:
-        return ((a - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
+        """float32 (x - mean) / std, in place in one new array (uint8 pixels scaled to [0, 1] first)."""
+        out = a.astype(np.float32)
+        if a.dtype == np.uint8:
+            out /= np.float32(255.0)
+        out -= mean[None, :, None, None]
+        out /= std[None, :, None, None]
+        return out
 
     ds = Dataset(cfg.dataset, raw.labels, norm(x_train), y_train, norm(x_val), y_val, norm(x_test), y_test, mean, std,
                  raw.pixel_max)

@@ -2,6 +2,7 @@
 bundled set) into float32 NCHW images scaled to [0, 1] and int64 labels with their class names."""
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,17 +11,21 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from edgekd.errors import DataError
+from edgekd.pipeline.data import cache
 from edgekd.pipeline.data.idx import read_idx
 
 if TYPE_CHECKING:
     from edgekd.pipeline.config import DataConfig
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 @dataclass
 class RawData:
-    """Images as loaded: x float32 (N, C, H, W), y int64, optional fixed test split."""
+    """Images as loaded: x (N, C, H, W), float32 in [0, 1] or uint8 pixels (0-255: prepare scales them
+    split by split, so a dataset is never held as float32 whole), y int64, optional fixed splits."""
 
     x: np.ndarray
     y: np.ndarray
@@ -184,26 +189,41 @@ def load_folder(cfg: DataConfig) -> RawData:
         if not files:
             raise DataError(f"{_shown(folder)}: empty class (no {', '.join(IMAGE_SUFFIXES)} files); add images or remove the folder")
         files_by_class.append(files)
-    gray = cfg.grayscale if cfg.grayscale != "auto" else _all_gray([f for files in files_by_class for f in files])
-    images, targets = [], []
-    for idx, files in enumerate(files_by_class):
-        for file in files:
-            try:
-                with Image.open(file) as img:
-                    img = img.convert("L" if gray else "RGB")
-                    if cfg.image_size:
-                        img = img.resize((cfg.image_size[1], cfg.image_size[0]), Image.BILINEAR)
-                    arr = np.asarray(img, dtype=np.float32) / 255.0
-            except (UnidentifiedImageError, OSError) as exc:
-                raise DataError(f"{_shown(file)}: unreadable image ({_printable(str(exc))}); delete or replace it") from exc
-            if images and arr.shape != images[0].shape:
-                raise DataError(f"{_shown(file)}: size {arr.shape[:2]} differs from {images[0].shape[:2]} of the first image; "
-                                "set data.image_size = [height, width] to resize all images")
-            images.append(arr)
-            targets.append(idx)
-    x = np.stack(images)
-    x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
-    return RawData(np.ascontiguousarray(x), np.asarray(targets, np.int64), [p.name for p in classes], _shown(root), 255.0)
+    files = [f for group in files_by_class for f in group]
+    y = np.repeat(np.arange(len(classes), dtype=np.int64), [len(group) for group in files_by_class])
+    labels, source = [p.name for p in classes], _shown(root)
+    settings = {"grayscale": cfg.grayscale, "image_size": list(cfg.image_size)}
+    key = cache.folder_key(root, files, settings) if cfg.cache else ""
+    found = cache.read(key) if key else None
+    if found is not None:
+        log.info("data: %s read from the decoded-image cache (%s)", source, cache.cache_dir())
+        return RawData(found[0], y, labels, source, 255.0)
+    gray = cfg.grayscale if cfg.grayscale != "auto" else _all_gray(files)
+
+    def decode(i: int) -> np.ndarray:
+        """Image i as uint8 (C, H, W)."""
+        try:
+            with Image.open(files[i]) as img:
+                img = img.convert("L" if gray else "RGB")
+                if cfg.image_size:
+                    img = img.resize((cfg.image_size[1], cfg.image_size[0]), Image.BILINEAR)
+                arr = np.asarray(img, dtype=np.uint8)
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataError(f"{_shown(files[i])}: unreadable image ({_printable(str(exc))}); delete or replace it") from exc
+        return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+    first = decode(0)
+
+    def same_size(i: int) -> np.ndarray:
+        arr = decode(i) if i else first
+        if arr.shape != first.shape:
+            raise DataError(f"{_shown(files[i])}: size {arr.shape[1:]} differs from {first.shape[1:]} of the first "
+                            "image; set data.image_size = [height, width] to resize all images")
+        return arr
+
+    if key:
+        return RawData(cache.build(key, len(files), same_size, {"source": source}, source), y, labels, source, 255.0)
+    return RawData(np.stack([same_size(i) for i in range(len(files))]), y, labels, source, 255.0)
 
 
 @dataclass(frozen=True)
