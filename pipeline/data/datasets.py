@@ -53,7 +53,7 @@ class Dataset:
         digest = hashlib.sha256()
         for arr in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test, self.mean, self.std):
             digest.update(str(arr.shape).encode())
-            digest.update(np.ascontiguousarray(arr).tobytes())
+            digest.update(memoryview(np.ascontiguousarray(arr)).cast("B"))  # no copy of the array
         digest.update("\n".join(self.labels).encode())
         return digest.hexdigest()
 
