@@ -177,12 +177,12 @@ def stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return fold
 
 
-def channel_stats(x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+def channel_stats(x: np.ndarray, chunk_bytes: int = 64 << 20) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std (float32) of images in [0, 1]; uint8 pixels are scaled and summed in
     float64 over chunks of images, so that no float copy of the whole split is made."""
     if x.dtype != np.uint8:  # already float in memory: numpy's own reductions, as before there was a cache
         return x.mean(axis=(0, 2, 3)).astype(np.float32), np.maximum(x.std(axis=(0, 2, 3)), 1e-6).astype(np.float32)
-    scale = 1 / 255.0
+    scale, chunk = 1 / 255.0, max(1, chunk_bytes // (8 * int(np.prod(x.shape[1:]))))  # float64 chunks of 64 MB
     total, squares, count = np.zeros(x.shape[1]), np.zeros(x.shape[1]), 0
     for i in range(0, len(x), chunk):
         part = x[i:i + chunk].astype(np.float64) * scale
