@@ -197,6 +197,34 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from edgekd.pipeline.config import load_config
+    from edgekd.pipeline.layout import RunLayout
+    from edgekd.pipeline.search import p50_limit, run_search
+
+    if args.trials < 1 or args.jobs < 1:
+        raise UsageError("--trials and --jobs must be >= 1")
+    if args.format not in FORMATS:
+        raise UsageError(f"--format {args.format!r}: unknown; valid: {', '.join(FORMATS)}")
+    cfg = load_config(Path(args.config), args.set)
+    limit = args.max_p50_ms if args.max_p50_ms is not None else p50_limit(Path(args.budgets), args.target)
+    out = _writable_dir(Path(args.out) if args.out else Path("runs") / f"{cfg.run.name}-search", "--out")
+    summary = run_search(Path(args.config), args.set, args.target, limit, args.trials, args.jobs, out, args.format,
+                         progress=lambda line: console.print(line, highlight=False))
+    screen = Console()
+    if summary["answer"] is None:
+        why = ("every candidate was over it in every process before training" if not summary["finalists"] else
+               "no finalist met it when re-measured")
+        screen.print(f"search: p50 limit {limit * 1e3:.1f} µs on {args.target}: {why}; see {RunLayout(out).search}")
+        return 1
+    final = next(c for c in summary["candidates"] if c["name"] == summary["answer"])["final"]
+    screen.print(f"ship students/{summary['answer']}/export/ on {args.target}: p50 {final['p50_ms'] * 1e3:.1f} µs, "
+                 f"val {final['val_accuracy']:.2%}, test {final['test_accuracy']:.2%}"
+                 + (f"; runner-up {summary['runner_up']}: {summary['runner_up_lost']}" if summary["runner_up"] else ""))
+    screen.print(f"search: {RunLayout(out).search}; plot: {RunLayout(out).search_plot}")
+    return 0
+
+
 def cmd_cv(args: argparse.Namespace) -> int:
     from edgekd.pipeline.config import load_config
     from edgekd.pipeline.cv import markdown, run_cv
@@ -306,6 +334,19 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--jobs", type=int, default=1, help="points trained at once, each in its own process")
     sweep.add_argument("--out", help="run directory (default: runs/<run.name>-sweep)")
     sweep.set_defaults(func=cmd_sweep)
+    search = sub.add_parser("search", parents=[common], help="the distilled student that fits a target best: "
+                            "latency measured there first, the rest by successive halving on the validation split")
+    search.add_argument("config", help="TOML config, e.g. configs/mnist5k.toml")
+    search.add_argument("--target", default="local", help="where latency is measured (default: local)")
+    limit = search.add_mutually_exclusive_group(required=True)
+    limit.add_argument("--max-p50-ms", type=float, metavar="MS", help="the p50 limit on the target, in ms")
+    limit.add_argument("--budgets", metavar="FILE", help="a budgets file: its max_p50_ms for this target's student")
+    search.add_argument("--trials", type=int, default=12, help="candidates (default 12); more extends the same list")
+    search.add_argument("--jobs", type=int, default=1, help="students trained at once, each in its own process")
+    search.add_argument("--format", default="tflite_int8", help="the file format timed (default tflite_int8)")
+    search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    search.add_argument("--out", help="run directory (default: runs/<run.name>-search)")
+    search.set_defaults(func=cmd_search)
     cv = sub.add_parser("cv", parents=[common], help="k-fold comparison of teacher, distilled and simple student")
     cv.add_argument("config", help="TOML config, e.g. configs/digits.toml")
     cv.add_argument("--folds", type=int, default=5,

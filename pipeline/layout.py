@@ -157,6 +157,15 @@ class RunLayout:
         return self.home / "plots"
 
     @property
+    def search(self) -> Path:
+        """edgekd search's candidates, fidelities and answer."""
+        return self.root / "search.json"
+
+    @property
+    def search_plot(self) -> Path:
+        return self.plots / "search.png"
+
+    @property
     def sweep_plot(self) -> Path:
         """Drawn by edgekd sweep; the report embeds it."""
         return self.plots / "sweep.png"

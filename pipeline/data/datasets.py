@@ -239,6 +239,7 @@ def prepare(cfg: DataConfig, seed: int) -> Dataset:
 
 
 def write_eval(ds: Dataset, path: Path) -> None:
-    """Write the test split exactly as runtimes see it (normalised float32 NCHW) plus its metadata."""
-    write_npz(path, x=ds.x_test, y=ds.y_test, mean=ds.mean, std=ds.std, pixel_max=np.float32(ds.pixel_max),
-              labels=np.asarray(ds.labels))
+    """Write the test split exactly as runtimes see it (normalised float32 NCHW) plus its metadata,
+    deflated: normalised integer pixels repeat, and the file is what `pack` copies to a device."""
+    write_npz(path, compress=True, x=ds.x_test, y=ds.y_test, mean=ds.mean, std=ds.std,
+              pixel_max=np.float32(ds.pixel_max), labels=np.asarray(ds.labels))

@@ -1,0 +1,268 @@
+"""`edgekd search`: the distilled student that fits a device best, measured on that device.
+
+    edgekd search CONFIG --target NAME (--max-p50-ms X | --budgets FILE) [--trials N] [--jobs N] [--out DIR]
+
+One teacher (trained once, or brought), and a family of students: the config's student scaled in
+width (its channel and unit counts times 0.25 .. 2) and depth (a stage fewer or more). Each
+candidate is first exported and timed on the target as a copy trained for one epoch (latency does
+not depend on the weights; the export and its int8 calibration need a checkpoint); candidates whose
+fastest process is over the p50 limit are dropped before any real training. The rest are distilled
+by successive halving: a short run each, ranked on the validation split, the best third promoted to
+a longer run, and the best two of those trained in full, exported and timed on the target again.
+The answer is the finalist with the best validation accuracy within the limit on that re-measurement;
+the test split is read only for the finalists, and never chooses.
+
+Every candidate is a student variant under students/<name>/ of the run directory (the chosen one
+with its own report, gate-able like any run): a killed search resumes with the candidate it was in,
+and a re-run with more trials reuses every run and timing already done. `--jobs` trains that many
+students at once; timings never overlap on a CPU the target shares with this machine.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+from edgekd.errors import UsageError
+from edgekd.fileio import write_bytes, write_json
+from edgekd.pipeline.layout import RunLayout
+from edgekd.pipeline.sweep import _train_point
+
+log = logging.getLogger(__name__)
+
+# how each built-in architecture scales: its width keywords (ints or lists of ints) and the list whose
+# length is its depth
+SCALABLE: dict[str, dict] = {
+    "cnn": {"width": ("channels", "hidden"), "depth": "channels"},
+    "mlp": {"width": ("hidden",), "depth": "hidden"},
+    "dsconv": {"width": ("stem", "channels"), "depth": "channels"},
+}
+WIDTHS = (0.25, 0.375, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
+DEPTHS = (0, -1, 1)  # stages relative to the config's student
+ETA = 3  # successive halving keeps the best 1/ETA of each rung
+FINALISTS = 2
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    width: float
+    depth: int
+    kwargs: dict
+
+    def overrides(self, epochs: int) -> list[str]:
+        table = "{" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in self.kwargs.items()) + "}"  # a TOML inline table
+        return [f"student.kwargs={table}", f"student.train.epochs={epochs}"]
+
+
+def scaled(arch: str, kwargs: dict, defaults: dict, width: float, depth: int) -> dict | None:
+    """The student's kwargs with widths times `width` and `depth` stages added (repeating the last) or
+    removed; None when no such model exists (no stage left)."""
+    spec = SCALABLE[arch]
+    out = {**defaults, **kwargs}
+    stages = list(out[spec["depth"]])
+    if len(stages) + depth < 1:
+        return None
+    stages = stages[:len(stages) + depth] if depth < 0 else stages + [stages[-1]] * depth
+    out[spec["depth"]] = stages
+    for key in spec["width"]:
+        value = out[key]
+        out[key] = ([max(1, round(v * width)) for v in value] if isinstance(value, (list, tuple))
+                    else max(1, round(value * width)))
+    return {k: v for k, v in out.items() if k in kwargs or k in spec["width"]}
+
+
+def candidates(arch: str, kwargs: dict, defaults: dict, trials: int, seed: int) -> list[Candidate]:
+    """`trials` candidates: the config's own student first, then the rest of the grid in a seeded order
+    (the same seed gives the same list, and a larger `trials` extends it)."""
+    if arch not in SCALABLE:
+        raise UsageError(f"student.arch = {arch!r}: search scales the built-in architectures "
+                         f"({', '.join(SCALABLE)}); set student.arch to one of them")
+    grid = [(w, d) for d in DEPTHS for w in WIDTHS if (w, d) != (1.0, 0)]
+    random.Random(seed).shuffle(grid)
+    found, seen = [], set()
+    for w, d in [(1.0, 0), *grid]:
+        k = scaled(arch, kwargs, defaults, w, d)
+        key = json.dumps(k, sort_keys=True)
+        if k is None or key in seen:
+            continue
+        seen.add(key)
+        found.append(Candidate(f"w{w:g}-d{d:+d}", w, d, k))
+    return found[:trials]
+
+
+def _arch_defaults(arch: str) -> dict:
+    import inspect
+
+    from edgekd.models.registry import ARCHITECTURES
+
+    params = inspect.signature(ARCHITECTURES[arch]).parameters
+    return {n: list(p.default) if isinstance(p.default, tuple) else p.default for n, p in params.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def _student_p50(run_dir: Path, variant: str, target: str, artifact: str) -> dict:
+    layout = RunLayout(run_dir, variant)
+    rows = json.loads(layout.bench_file(target).read_text())["results"]
+    row = next(r for r in rows if r["artifact"] == artifact)
+    lat = row["latency_ms"]
+    return {"p50_ms": lat["p50"], "range_ms": lat["p50_ci95"], "size_bytes": (layout.home / artifact).stat().st_size}
+
+
+def _measured(config: Path, overrides: list[str], run_dir: Path, variant: str, target: str, fmt: str,
+              epochs: int, report: bool = False) -> dict:
+    """Train `variant` for `epochs`, export it to `fmt` and time it on `target` (fresh stages are kept);
+    with `report`, the variant's report too."""
+    from edgekd.export.formats import FORMATS
+    from edgekd.pipeline.config import load_config
+    from edgekd.pipeline.run import run_pipeline
+
+    cfg = load_config(config, [*overrides, f"student.train.epochs={epochs}", "export.models=['student']",
+                               f"export.formats=['{fmt}']", f"bench.targets=['{target}']", "bench.eager=[]"])
+    summary = run_pipeline(cfg, run_dir, variant=variant, only=("student", "export", "bench", *(["report"] if report else [])))
+    m = summary.metrics["student"]
+    return {**_student_p50(run_dir, variant, target, f"export/student{FORMATS[fmt].suffix}"),
+            "params": m.get("params"), "macs": m.get("macs"), "val_accuracy": m["val_accuracy"],
+            "test_accuracy": m["accuracy"]}
+
+
+def p50_limit(budgets: Path, target: str) -> float:
+    """The tightest max_p50_ms of the budgets that apply to `target`'s student files."""
+    from fnmatch import fnmatch
+
+    from edgekd.pipeline.reporting.budgets import load_budgets
+
+    limits = [b.max_p50_ms for b in load_budgets(budgets)[0] if b.max_p50_ms is not None and fnmatch(target, b.target)
+              and fnmatch("export/student.int8.tflite", b.artifact if "/" in b.artifact else f"*{b.artifact}")]
+    if not limits:
+        raise UsageError(f"{budgets}: no budget with max_p50_ms for target {target!r} and the student's files; "
+                         "add one, or give --max-p50-ms")
+    return min(limits)
+
+
+def rungs(full_epochs: int) -> list[int]:
+    """Epochs of each fidelity: a ninth, a third, then the config's own."""
+    return sorted({max(1, full_epochs // 9), max(1, full_epochs // 3), full_epochs})
+
+
+def run_search(config: Path, base: list[str], target: str, max_p50_ms: float, trials: int, jobs: int, run_dir: Path,
+               fmt: str = "tflite_int8", progress=print) -> dict:
+    from edgekd.pipeline.config import load_config
+    from edgekd.pipeline.run import run_pipeline
+
+    cfg = load_config(config, [*base, f"bench.targets=['{target}']"])
+    pool = candidates(cfg.student.arch, dict(cfg.student.kwargs), _arch_defaults(cfg.student.arch), trials,
+                      cfg.run.seed)
+    progress(f"search: teacher and reference student in {run_dir}; {len(pool)} candidates, p50 limit "
+             f"{max_p50_ms * 1e3:.1f} µs on {target}")
+    run_pipeline(cfg, run_dir, only=("teacher", "student", "quantize"))  # the default student is the reference
+    base = [*base, f"bench.targets=['{target}']"]
+    records = {c.name: {"name": c.name, "width": c.width, "depth": c.depth, "kwargs": c.kwargs, "fidelities": {}}
+               for c in pool}
+    # 1. latency first, on copies trained for one epoch: one at a time (timings never overlap)
+    alive = []
+    for c in pool:
+        # PTQ: the probe's int8 file only needs the structure the shipped file will have, not QAT's accuracy
+        probe = _measured(config, [*base, *c.overrides(1), "export.int8_method=ptq"], run_dir, f"{c.name}-probe",
+                          target, fmt, 1)
+        rec = records[c.name]
+        rec.update({k: probe[k] for k in ("p50_ms", "range_ms", "size_bytes", "params", "macs")})
+        rec["fidelities"]["1"] = probe["val_accuracy"]  # the probe is the one-epoch fidelity
+        rec["pruned"] = probe["range_ms"][0] > max_p50_ms
+        progress(f"{c.name}: p50 {probe['p50_ms'] * 1e3:.1f} µs (processes {probe['range_ms'][0] * 1e3:.1f}-"
+                 f"{probe['range_ms'][1] * 1e3:.1f}), {probe['macs']:,} MACs"
+                 + (": over the limit in every process, dropped before training" if rec["pruned"] else ""))
+        if not rec["pruned"]:
+            alive.append(c)
+    # 2. successive halving on the validation split
+    epochs = rungs(cfg.student.train.epochs)
+    for i, e in enumerate(epochs[:-1] if alive else []):
+        todo = [c for c in alive if str(e) not in records[c.name]["fidelities"]]
+        results = _train_all(config, base, run_dir, [(f"{c.name}-e{e}", c.overrides(e)) for c in todo], jobs)
+        for c in todo:
+            records[c.name]["fidelities"][str(e)] = results[f"{c.name}-e{e}"]["val_accuracy"]
+        alive.sort(key=lambda c: -records[c.name]["fidelities"][str(e)])
+        keep = FINALISTS if i == len(epochs) - 2 else max(FINALISTS, math.ceil(len(alive) / ETA))
+        progress(f"rung {i + 1} ({e} epochs): " + ", ".join(f"{c.name} {records[c.name]['fidelities'][str(e)]:.2%}"
+                                                           for c in alive) + f"; {min(keep, len(alive))} go on")
+        alive = alive[:keep]
+    # 3. the finalists in full, timed on the target again; the test split read for them only
+    for c in alive:
+        final = _measured(config, [*base, *c.overrides(epochs[-1])], run_dir, c.name, target, fmt, epochs[-1], True)
+        records[c.name]["final"] = final
+        records[c.name]["fidelities"][str(epochs[-1])] = final["val_accuracy"]
+        progress(f"{c.name} in full: val {final['val_accuracy']:.2%}, p50 {final['p50_ms'] * 1e3:.1f} µs")
+    return _summary(records, [c.name for c in alive], target, max_p50_ms, fmt, epochs, run_dir)
+
+
+def _train_all(config: Path, base: list[str], run_dir: Path, tasks: list[tuple[str, list[str]]], jobs: int) -> dict:
+    if not tasks:
+        return {}
+    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=get_context("spawn")) as pool:
+        futures = {name: pool.submit(_train_point, str(config), [*base, *extra], str(run_dir), name, threads)
+                   for name, extra in tasks}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def _summary(records: dict, finalists: list[str], target: str, max_p50_ms: float, fmt: str, epochs: list[int],
+             run_dir: Path) -> dict:
+    fits = [n for n in finalists if records[n]["final"]["p50_ms"] <= max_p50_ms]
+    ranked = sorted(fits, key=lambda n: -records[n]["final"]["val_accuracy"])
+    answer = ranked[0] if ranked else None
+    runner_up = next((n for n in finalists if n != answer), None)
+    why = None
+    if runner_up and answer:
+        a, b = records[answer]["final"], records[runner_up]["final"]
+        why = (f"over the limit when re-measured (p50 {b['p50_ms'] * 1e3:.1f} µs)" if runner_up not in fits else
+               f"lower validation accuracy ({b['val_accuracy']:.2%} against {a['val_accuracy']:.2%})")
+    summary = {"schema": "edgekd.search/1", "target": target, "format": fmt, "max_p50_ms": max_p50_ms,
+               "fidelities": epochs, "candidates": list(records.values()), "finalists": finalists,
+               "answer": answer, "runner_up": runner_up, "runner_up_lost": why,
+               "pruned_before_training": [n for n, r in records.items() if r.get("pruned")]}
+    layout = RunLayout(run_dir)
+    write_json(layout.search, summary)
+    write_bytes(layout.search_plot, search_plot(summary))
+    return summary
+
+
+def search_plot(summary: dict) -> bytes:
+    """Best validation accuracy reached against the p50 of the one-epoch copy, the limit as a line, the
+    front of candidates no other beats on both, and the answer ringed."""
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    pts = []
+    for c in summary["candidates"]:
+        x = 1e3 * c["p50_ms"]
+        if not c["fidelities"]:
+            ax.scatter([x], [0], marker="x", color="grey")
+            continue
+        epochs = max(c["fidelities"], key=int)
+        y = 100 * c["fidelities"][epochs]
+        pts.append((x, y))
+        ax.scatter([x], [y], color="tab:blue" if c["name"] != summary["answer"] else "tab:red", zorder=3)
+        ax.annotate(f"{c['name']} ({epochs} ep)", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    front = [p for p in pts if not any(q[0] <= p[0] and q[1] >= p[1] and q != p for q in pts)]
+    if front:
+        front.sort()
+        ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="tab:green", label="front")
+    ax.axvline(1e3 * summary["max_p50_ms"], color="tab:red", linestyle=":", label="p50 limit")
+    ax.set_xlabel(f"p50 on {summary['target']}, µs ({summary['format']}, one-epoch copy)")
+    ax.set_ylabel("validation accuracy, % (highest fidelity reached)")
+    ax.set_title("edgekd search (x: dropped before training)")
+    ax.legend(fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
