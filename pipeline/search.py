@@ -214,14 +214,18 @@ def _train_all(config: Path, base: list[str], run_dir: Path, tasks: list[tuple[s
 def _summary(records: dict, finalists: list[str], target: str, max_p50_ms: float, fmt: str, epochs: list[int],
              run_dir: Path) -> dict:
     fits = [n for n in finalists if records[n]["final"]["p50_ms"] <= max_p50_ms]
-    ranked = sorted(fits, key=lambda n: -records[n]["final"]["val_accuracy"])
+    # the most accurate on validation; of equally accurate ones, the faster
+    ranked = sorted(fits, key=lambda n: (-records[n]["final"]["val_accuracy"], records[n]["final"]["p50_ms"]))
     answer = ranked[0] if ranked else None
     runner_up = next((n for n in finalists if n != answer), None)
     why = None
     if runner_up and answer:
         a, b = records[answer]["final"], records[runner_up]["final"]
         why = (f"over the limit when re-measured (p50 {b['p50_ms'] * 1e3:.1f} µs)" if runner_up not in fits else
-               f"lower validation accuracy ({b['val_accuracy']:.2%} against {a['val_accuracy']:.2%})")
+               f"lower validation accuracy ({b['val_accuracy']:.2%} against {a['val_accuracy']:.2%})"
+               if b["val_accuracy"] != a["val_accuracy"] else
+               f"the same validation accuracy ({a['val_accuracy']:.2%}) at a slower p50 ({b['p50_ms'] * 1e3:.1f} µs "
+               f"against {a['p50_ms'] * 1e3:.1f} µs)")
     summary = {"schema": "edgekd.search/1", "target": target, "format": fmt, "max_p50_ms": max_p50_ms,
                "fidelities": epochs, "candidates": list(records.values()), "finalists": finalists,
                "answer": answer, "runner_up": runner_up, "runner_up_lost": why,
@@ -251,7 +255,9 @@ def search_plot(summary: dict) -> bytes:
         epochs = max(c["fidelities"], key=int)
         y = 100 * c["fidelities"][epochs]
         pts.append((x, y))
-        ax.scatter([x], [y], color="tab:blue" if c["name"] != summary["answer"] else "tab:red", zorder=3)
+        ax.scatter([x], [y], color="tab:blue", zorder=3)
+        if c["name"] == summary["answer"]:
+            ax.scatter([x], [y], s=220, facecolors="none", edgecolors="tab:red", linewidths=2, zorder=4, label="answer")
         ax.annotate(f"{c['name']} ({epochs} ep)", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     front = [p for p in pts if not any(q[0] <= p[0] and q[1] >= p[1] and q != p for q in pts)]
     if front:

@@ -68,7 +68,8 @@ def test_search_on_digits_answers_within_the_limit_and_reuses_its_work(tmp_path,
     answer = summary["answer"]
     # chosen on validation accuracy alone; the runner-up lost on it
     assert finals[answer]["val_accuracy"] >= max(f["val_accuracy"] for f in finals.values())
-    assert summary["runner_up"] in finals and "lower validation accuracy" in summary["runner_up_lost"]
+    assert summary["runner_up"] in finals and ("lower validation accuracy" in summary["runner_up_lost"] or
+                                               "at a slower p50" in summary["runner_up_lost"])
     assert (out / "students" / answer / "report.md").exists() and (out / "plots" / "search.png").exists()
     assert 0.5 < finals[answer]["test_accuracy"] <= 1 and finals[answer]["p50_ms"] > 0
     # a limit under every probe's fastest process: all dropped before training, nothing re-run, exit 1
