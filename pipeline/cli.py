@@ -207,7 +207,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.format not in FORMATS:
         raise UsageError(f"--format {args.format!r}: unknown; valid: {', '.join(FORMATS)}")
     cfg = load_config(Path(args.config), args.set)
-    limit = args.max_p50_ms if args.max_p50_ms is not None else p50_limit(Path(args.budgets), args.target)
+    limit = (args.max_p50_ms if args.max_p50_ms is not None else p50_limit(Path(args.budgets), args.target)
+             if args.budgets else float("inf"))
     out = _writable_dir(Path(args.out) if args.out else Path("runs") / f"{cfg.run.name}-search", "--out")
     summary = run_search(Path(args.config), args.set, args.target, limit, args.trials, args.jobs, out, args.format,
                          progress=lambda line: console.print(line, highlight=False))
@@ -338,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "latency measured there first, the rest by successive halving on the validation split")
     search.add_argument("config", help="TOML config, e.g. configs/mnist5k.toml")
     search.add_argument("--target", default="local", help="where latency is measured (default: local)")
-    limit = search.add_mutually_exclusive_group(required=True)
+    limit = search.add_mutually_exclusive_group()  # neither: no limit, the most accurate student and the front
     limit.add_argument("--max-p50-ms", type=float, metavar="MS", help="the p50 limit on the target, in ms")
     limit.add_argument("--budgets", metavar="FILE", help="a budgets file: its max_p50_ms for this target's student")
     search.add_argument("--trials", type=int, default=12, help="candidates (default 12); more extends the same list")

@@ -159,8 +159,8 @@ def run_search(config: Path, base: list[str], target: str, max_p50_ms: float, tr
     cfg = load_config(config, [*base, f"bench.targets=['{target}']"])
     pool = candidates(cfg.student.arch, dict(cfg.student.kwargs), _arch_defaults(cfg.student.arch), trials,
                       cfg.run.seed)
-    progress(f"search: teacher and reference student in {run_dir}; {len(pool)} candidates, p50 limit "
-             f"{max_p50_ms * 1e3:.1f} µs on {target}")
+    progress(f"search: teacher and reference student in {run_dir}; {len(pool)} candidates, "
+             + (f"p50 limit {max_p50_ms * 1e3:.1f} µs" if math.isfinite(max_p50_ms) else "no p50 limit") + f" on {target}")
     run_pipeline(cfg, run_dir, only=("teacher", "student", "quantize"))  # the default student is the reference
     base = [*base, f"bench.targets=['{target}']"]
     records = {c.name: {"name": c.name, "width": c.width, "depth": c.depth, "kwargs": c.kwargs, "fidelities": {}}
@@ -226,7 +226,8 @@ def _summary(records: dict, finalists: list[str], target: str, max_p50_ms: float
                if b["val_accuracy"] != a["val_accuracy"] else
                f"the same validation accuracy ({a['val_accuracy']:.2%}) at a slower p50 ({b['p50_ms'] * 1e3:.1f} µs "
                f"against {a['p50_ms'] * 1e3:.1f} µs)")
-    summary = {"schema": "edgekd.search/1", "target": target, "format": fmt, "max_p50_ms": max_p50_ms,
+    summary = {"schema": "edgekd.search/1", "target": target, "format": fmt,
+               "max_p50_ms": max_p50_ms if math.isfinite(max_p50_ms) else None,
                "fidelities": epochs, "candidates": list(records.values()), "finalists": finalists,
                "answer": answer, "runner_up": runner_up, "runner_up_lost": why,
                "pruned_before_training": [n for n, r in records.items() if r.get("pruned")]}
@@ -263,7 +264,8 @@ def search_plot(summary: dict) -> bytes:
     if front:
         front.sort()
         ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="tab:green", label="front")
-    ax.axvline(1e3 * summary["max_p50_ms"], color="tab:red", linestyle=":", label="p50 limit")
+    if summary["max_p50_ms"] is not None:
+        ax.axvline(1e3 * summary["max_p50_ms"], color="tab:red", linestyle=":", label="p50 limit")
     ax.set_xlabel(f"p50 on {summary['target']}, µs ({summary['format']}, one-epoch copy)")
     ax.set_ylabel("validation accuracy, % (highest fidelity reached)")
     ax.set_title("edgekd search (x: dropped before training)")

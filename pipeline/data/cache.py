@@ -43,7 +43,7 @@ def folder_key(root: Path, files: Iterable[Path], settings: dict) -> str:
     return digest.hexdigest()
 
 
-def read(key: str) -> tuple[np.ndarray, dict] | None:
+def read_entry(key: str) -> tuple[np.ndarray, dict] | None:
     """(the images, memory-mapped read-only; the entry's facts) or None when there is no whole entry."""
     base = cache_dir() / "images" / key
     try:
@@ -56,7 +56,7 @@ def read(key: str) -> tuple[np.ndarray, dict] | None:
     return x, facts
 
 
-def build(key: str, n: int, decode: Callable[[int], np.ndarray], facts: dict, what: str) -> np.ndarray:
+def build_entry(key: str, n: int, decode: Callable[[int], np.ndarray], facts: dict, what: str) -> np.ndarray:
     """Decode images 0..n-1 (each (C, H, W) uint8, all one shape) into a new entry; the entry, mapped.
 
     Writes straight into the on-disk array, logging progress every 10 s; `facts` go into the JSON."""
@@ -83,4 +83,4 @@ def build(key: str, n: int, decode: Callable[[int], np.ndarray], facts: dict, wh
         for leftover in (tmp.with_suffix(".npy"), tmp.with_suffix(".json")):
             leftover.unlink(missing_ok=True)
     log.info("decoded %s: %d images into %s", what, n, base.with_suffix(".npy"))
-    return read(key)[0]
+    return read_entry(key)[0]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from edgekd.errors import DataError
-from edgekd.pipeline.data import cache
+from edgekd.pipeline.data.cache import build_entry, cache_dir, folder_key, read_entry
 from edgekd.pipeline.data.idx import read_idx
 
 if TYPE_CHECKING:
@@ -193,10 +193,10 @@ def load_folder(cfg: DataConfig) -> RawData:
     y = np.repeat(np.arange(len(classes), dtype=np.int64), [len(group) for group in files_by_class])
     labels, source = [p.name for p in classes], _shown(root)
     settings = {"grayscale": cfg.grayscale, "image_size": list(cfg.image_size)}
-    key = cache.folder_key(root, files, settings) if cfg.cache else ""
-    found = cache.read(key) if key else None
+    key = folder_key(root, files, settings) if cfg.cache else ""
+    found = read_entry(key) if key else None
     if found is not None:
-        log.info("data: %s read from the decoded-image cache (%s)", source, cache.cache_dir())
+        log.info("data: %s read from the decoded-image cache (%s)", source, cache_dir())
         return RawData(found[0], y, labels, source, 255.0)
     gray = cfg.grayscale if cfg.grayscale != "auto" else _all_gray(files)
 
@@ -222,7 +222,7 @@ def load_folder(cfg: DataConfig) -> RawData:
         return arr
 
     if key:
-        return RawData(cache.build(key, len(files), same_size, {"source": source}, source), y, labels, source, 255.0)
+        return RawData(build_entry(key, len(files), same_size, {"source": source}, source), y, labels, source, 255.0)
     return RawData(np.stack([same_size(i) for i in range(len(files))]), y, labels, source, 255.0)
 
 
