@@ -32,6 +32,7 @@ from pathlib import Path
 from edgekd.errors import UsageError
 from edgekd.fileio import write_bytes, write_json
 from edgekd.pipeline.layout import RunLayout
+from edgekd.pipeline.reporting.plots import png_bytes
 from edgekd.pipeline.sweep import _train_point
 
 log = logging.getLogger(__name__)
@@ -240,8 +241,6 @@ def _summary(records: dict, finalists: list[str], target: str, max_p50_ms: float
 def search_plot(summary: dict) -> bytes:
     """Best validation accuracy reached against the p50 of the one-epoch copy, the limit as a line, the
     front of candidates no other beats on both, and the answer ringed."""
-    import io
-
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -270,7 +269,4 @@ def search_plot(summary: dict) -> bytes:
     ax.set_ylabel("validation accuracy, % (highest fidelity reached)")
     ax.set_title("edgekd search (x: dropped before training)")
     ax.legend(fontsize=8)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)

@@ -22,6 +22,7 @@ from pathlib import Path
 from edgekd.errors import UsageError
 from edgekd.fileio import write_bytes, write_json
 from edgekd.pipeline.layout import RunLayout
+from edgekd.pipeline.reporting.plots import png_bytes
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +123,6 @@ def run_sweep(config: Path, base: list[str], sets: list[str], seeds: int, jobs: 
 
 def sweep_plot(summary: dict) -> bytes:
     """Accuracy vs the first key (log scale when it is the temperature), one line per value of the second."""
-    import io
-
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -150,10 +149,7 @@ def sweep_plot(summary: dict) -> bytes:
     ax.set_ylabel(f"student test accuracy, % (mean ± std over {len(summary['seeds'])} seeds)")
     ax.set_title("edgekd sweep")
     ax.legend(fontsize=8)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def table_lines(summary: dict) -> list[str]:

@@ -29,9 +29,13 @@ def pareto(points: list[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
-def _png(fig) -> bytes:
+def png_bytes(fig) -> bytes:
+    """The figure as PNG bytes (110 dpi, tight); the figure is closed."""
+    import matplotlib.pyplot as plt
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
     return buf.getvalue()
 
 
@@ -169,8 +173,7 @@ def plots(table: dict[str, list[dict]], recommendations: dict[str, dict]) -> dic
         figures["sizes.png"] = size_plot(first)
     out = {}
     for name, fig in figures.items():
-        out[name] = _png(fig)
-        plt.close(fig)
+        out[name] = png_bytes(fig)
     return out
 
 
