@@ -226,7 +226,8 @@ def _summary(records: dict, finalists: list[str], target: str, max_p50_ms: float
                f"lower validation accuracy ({b['val_accuracy']:.2%} against {a['val_accuracy']:.2%})"
                if b["val_accuracy"] != a["val_accuracy"] else
                f"the same validation accuracy ({a['val_accuracy']:.2%}) at a slower p50 ({b['p50_ms'] * 1e3:.1f} µs "
-               f"against {a['p50_ms'] * 1e3:.1f} µs)")
+               f"against {a['p50_ms'] * 1e3:.1f} µs" + ("; their per-process ranges overlap: within noise, either "
+                                                       "will do)" if b["range_ms"][0] <= a["range_ms"][1] else ")"))
     summary = {"schema": "edgekd.search/1", "target": target, "format": fmt,
                "max_p50_ms": max_p50_ms if math.isfinite(max_p50_ms) else None,
                "fidelities": epochs, "candidates": list(records.values()), "finalists": finalists,

@@ -81,3 +81,24 @@ def test_search_on_digits_answers_within_the_limit_and_reuses_its_work(tmp_path,
     again = json.loads((out / "search.json").read_text())
     assert again["pruned_before_training"] == names and again["answer"] is None
     assert {p: p.stat().st_mtime_ns for p in out.glob("students/*/student.pt")} == stamps
+
+
+def _record(name, val, p50, low, high):
+    return {"name": name, "width": 1.0, "depth": 0, "kwargs": {}, "p50_ms": p50, "range_ms": [low, high],
+            "fidelities": {"9": val}, "pruned": False,
+            "final": {"p50_ms": p50, "range_ms": [low, high], "val_accuracy": val, "test_accuracy": val}}
+
+
+@pytest.mark.parametrize("b, lost", [
+    (_record("b", 0.97, 0.008, 0.0079, 0.0081), "lower validation accuracy (97.00% against 98.00%)"),
+    (_record("b", 0.98, 0.011, 0.0085, 0.0136), "at a slower p50 (11.0 µs against 8.8 µs; their per-process ranges "
+                                                "overlap: within noise, either will do)"),
+    (_record("b", 0.98, 0.011, 0.0105, 0.0115), "at a slower p50 (11.0 µs against 8.8 µs)"),
+])
+def test_the_answer_and_why_the_runner_up_lost(tmp_path, b, lost):
+    from edgekd.pipeline.search import _summary
+
+    a = _record("a", 0.98, 0.0088, 0.0087, 0.0089)
+    summary = _summary({"a": a, "b": b}, ["a", "b"], "local", 0.014, "tflite_int8", [9], tmp_path)
+    assert summary["answer"] == "a" and summary["runner_up"] == "b" and summary["runner_up_lost"].endswith(lost)
+    assert json.loads((tmp_path / "search.json").read_text())["answer"] == "a"
