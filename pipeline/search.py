@@ -126,7 +126,8 @@ def _measured(config: Path, overrides: list[str], run_dir: Path, variant: str, t
 
     cfg = load_config(config, [*overrides, f"student.train.epochs={epochs}", "export.models=['student']",
                                f"export.formats=['{fmt}']", f"bench.targets=['{target}']", "bench.eager=[]"])
-    summary = run_pipeline(cfg, run_dir, variant=variant, only=("student", "export", "bench", *(["report"] if report else [])))
+    stages = ("student", "export", "bench", *(["report"] if report else []))
+    summary = run_pipeline(cfg, run_dir, variant=variant, only=stages)
     m = summary.metrics["student"]
     return {**_student_p50(run_dir, variant, target, f"export/student{FORMATS[fmt].suffix}"),
             "params": m.get("params"), "macs": m.get("macs"), "val_accuracy": m["val_accuracy"],
