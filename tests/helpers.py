@@ -95,7 +95,8 @@ def two_node_run(config: str, out, overrides: list[str], *, until: str = "", tim
                    "-q", "run", config, "--out", str(Path(out) / f"node{k}"), *(["--until", until] if until else []),
                    *[a for s in overrides for a in ("--set", s)]]
             env = {**os.environ, "GLOO_SOCKET_IFNAME": ifname, "OMP_NUM_THREADS": "1"}
-            return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+            return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                                    start_new_session=True)  # torchrun and its worker: one group, killed together
 
         start = time.perf_counter()
         procs = [node(0, here_if, []), node(1, there_if, ["ip", "netns", "exec", ns])]
@@ -103,7 +104,10 @@ def two_node_run(config: str, out, overrides: list[str], *, until: str = "", tim
             errs = [p.communicate(timeout=timeout)[1] for p in procs]
         finally:
             for p in procs:
-                p.kill()
+                try:
+                    os.killpg(p.pid, 9)
+                except ProcessLookupError:
+                    pass
         seconds = time.perf_counter() - start
     written = [Path(out) / f"node{k}" for k in (0, 1) if (Path(out) / f"node{k}" / "metrics.json").exists()]
     return {"seconds": seconds, "rank0_out": written, "returncodes": [p.returncode for p in procs], "stderr": errs}
