@@ -30,7 +30,9 @@ def run(config: str, seed: int, nproc: int, out: Path, extra: list[str]) -> tupl
     overrides = [f"run.seed={seed}", "run.device=cpu", *extra]
     start = time.perf_counter()
     if nproc == 0:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        root = str(Path(__file__).resolve().parents[1])
+        if root not in sys.path:
+            sys.path.insert(0, root)
         from tests.helpers import two_node_run
 
         nodes = two_node_run(config, out, overrides, until="student")

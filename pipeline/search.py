@@ -33,7 +33,7 @@ from edgekd.errors import UsageError
 from edgekd.fileio import write_bytes, write_json
 from edgekd.pipeline.layout import RunLayout
 from edgekd.pipeline.reporting.plots import png_bytes
-from edgekd.pipeline.sweep import _train_point
+from edgekd.pipeline.sweep import train_variant
 
 log = logging.getLogger(__name__)
 
@@ -117,14 +117,14 @@ def _student_p50(run_dir: Path, variant: str, target: str, artifact: str) -> dic
 
 
 def _measured(config: Path, overrides: list[str], run_dir: Path, variant: str, target: str, fmt: str,
-              epochs: int, report: bool = False) -> dict:
-    """Train `variant` for `epochs`, export it to `fmt` and time it on `target` (fresh stages are kept);
-    with `report`, the variant's report too."""
+              report: bool = False) -> dict:
+    """Train `variant` as `overrides` say, export it to `fmt` and time it on `target` (fresh stages are
+    kept); with `report`, the variant's report too."""
     from edgekd.export.formats import FORMATS
     from edgekd.pipeline.config import load_config
     from edgekd.pipeline.run import run_pipeline
 
-    cfg = load_config(config, [*overrides, f"student.train.epochs={epochs}", "export.models=['student']",
+    cfg = load_config(config, [*overrides, "export.models=['student']",
                                f"export.formats=['{fmt}']", f"bench.targets=['{target}']", "bench.eager=[]"])
     stages = ("student", "export", "bench", *(["report"] if report else []))
     summary = run_pipeline(cfg, run_dir, variant=variant, only=stages)
@@ -172,7 +172,7 @@ def run_search(config: Path, base: list[str], target: str, max_p50_ms: float, tr
     for c in pool:
         # PTQ: the probe's int8 file only needs the structure the shipped file will have, not QAT's accuracy
         probe = _measured(config, [*base, *c.overrides(1), "export.int8_method=ptq"], run_dir, f"{c.name}-probe",
-                          target, fmt, 1)
+                          target, fmt)
         rec = records[c.name]
         rec.update({k: probe[k] for k in ("p50_ms", "range_ms", "size_bytes", "params", "macs")})
         rec["fidelities"]["1"] = probe["val_accuracy"]  # the probe is the one-epoch fidelity
@@ -196,7 +196,7 @@ def run_search(config: Path, base: list[str], target: str, max_p50_ms: float, tr
         alive = alive[:keep]
     # 3. the finalists in full, timed on the target again; the test split read for them only
     for c in alive:
-        final = _measured(config, [*base, *c.overrides(epochs[-1])], run_dir, c.name, target, fmt, epochs[-1], True)
+        final = _measured(config, [*base, *c.overrides(epochs[-1])], run_dir, c.name, target, fmt, report=True)
         records[c.name]["final"] = final
         records[c.name]["fidelities"][str(epochs[-1])] = final["val_accuracy"]
         progress(f"{c.name} in full: val {final['val_accuracy']:.2%}, p50 {final['p50_ms'] * 1e3:.1f} µs")
@@ -208,7 +208,7 @@ def _train_all(config: Path, base: list[str], run_dir: Path, tasks: list[tuple[s
         return {}
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
     with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=get_context("spawn")) as pool:
-        futures = {name: pool.submit(_train_point, str(config), [*base, *extra], str(run_dir), name, threads)
+        futures = {name: pool.submit(train_variant, str(config), [*base, *extra], str(run_dir), name, threads)
                    for name, extra in tasks}
         return {name: future.result() for name, future in futures.items()}
 

@@ -68,8 +68,8 @@ def point_name(point: dict[str, str], seed: int) -> str:
     return "-".join([*(short(k, v) for k, v in point.items()), f"s{seed}"])
 
 
-def _train_point(config: str, overrides: list[str], run_dir: str, variant: str, threads: int) -> dict:
-    """One student variant, in a worker process."""
+def train_variant(config: str, overrides: list[str], run_dir: str, variant: str, threads: int) -> dict:
+    """One student variant, in a worker process (sweep points, search rungs): its accuracies."""
     import torch
 
     from edgekd.pipeline.config import load_config
@@ -101,7 +101,7 @@ def run_sweep(config: Path, base: list[str], sets: list[str], seeds: int, jobs: 
     tasks = [(point, seed, point_name(point, seed)) for point in points for seed in range(seeds)]
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
     with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=get_context("spawn")) as pool:
-        futures = {name: pool.submit(_train_point, str(config), [*base, *(f"{k}={v}" for k, v in point.items()),
+        futures = {name: pool.submit(train_variant, str(config), [*base, *(f"{k}={v}" for k, v in point.items()),
                                                                    f"student.train.seed={seed}"],
                                      str(run_dir), name, threads) for point, seed, name in tasks}
         results = {}

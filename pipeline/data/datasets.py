@@ -115,6 +115,8 @@ def load(cfg: DataConfig) -> RawData:
         y = _relabel(part, raw.labels, split, paths[split])
         check(part.x, y, len(raw.labels), f"{paths[split]} ({split} set)", every_class=False)
         raw = dataclasses.replace(raw, **{f"x_{split}": part.x, f"y_{split}": y})
+    if raw.x_test is not None and not paths["test"]:  # the loader's own test files (idx's t10k)
+        check(raw.x_test, raw.y_test, len(raw.labels), raw.source + " (test files)", every_class=False)
     return raw
 
 
@@ -205,11 +207,9 @@ def prepare(cfg: DataConfig, seed: int) -> Dataset:
     _check_splittable(raw, cfg)
     rng = np.random.default_rng(seed)
     if cfg.folds:
-        x_all, y_all = raw.x, raw.y
-        is_test = stratified_folds(y_all, cfg.folds, seed) == cfg.fold
-        x_test, y_test, x_rest, y_rest = x_all[is_test], y_all[is_test], x_all[~is_test], y_all[~is_test]
-    elif raw.x_test is not None:
-        check(raw.x_test, raw.y_test, len(raw.labels), raw.source + " (test files)", every_class=False)
+        is_test = stratified_folds(raw.y, cfg.folds, seed) == cfg.fold
+        x_test, y_test, x_rest, y_rest = raw.x[is_test], raw.y[is_test], raw.x[~is_test], raw.y[~is_test]
+    elif raw.x_test is not None:  # checked where it was loaded
         x_test, y_test = raw.x_test, raw.y_test
         x_rest, y_rest = raw.x, raw.y
     else:
