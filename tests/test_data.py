@@ -49,22 +49,22 @@ def test_idx_dataset_uses_t10k_as_test_split(tmp_path):
 
 def test_splits_are_stratified_disjoint_and_seeded():
     a, b, c = (prepare(DataConfig(dataset="digits"), seed=s) for s in (0, 0, 1))
-    assert np.array_equal(a.x_test, b.x_test) and a.fingerprint() == b.fingerprint()
+    assert np.array_equal(np.asarray(a.x_test), np.asarray(b.x_test)) and a.fingerprint() == b.fingerprint()
     assert a.fingerprint() != c.fingerprint()
     n = len(a.y_train) + len(a.y_val) + len(a.y_test)
     assert n == 1797
     # each class keeps its share of the test split to within one sample
     full = np.bincount(np.concatenate([a.y_train, a.y_val, a.y_test]))
     assert np.all(np.abs(np.bincount(a.y_test) - 0.2 * full) <= 1)
-    rows = {r.tobytes() for r in a.x_train}
-    assert sum(r.tobytes() in rows for r in a.x_test) <= 5  # digits has a few duplicate images, no shared indices
+    rows = {r.tobytes() for r in np.asarray(a.x_train)}
+    assert sum(r.tobytes() in rows for r in np.asarray(a.x_test)) <= 5  # digits has a few duplicate images, no shared indices
 
 
 def test_normalisation_uses_train_statistics_only():
     ds = prepare(DataConfig(dataset="digits"), seed=0)
-    assert abs(float(ds.x_train.mean())) < 1e-5
-    assert float(ds.x_train.std()) == pytest.approx(1.0, abs=1e-4)
-    assert abs(float(ds.x_test.mean())) > 1e-4  # test keeps its own offset: not re-normalised
+    assert abs(float(np.asarray(ds.x_train).mean())) < 1e-5
+    assert float(np.asarray(ds.x_train).std()) == pytest.approx(1.0, abs=1e-4)
+    assert abs(float(np.asarray(ds.x_test).mean())) > 1e-4  # test keeps its own offset: not re-normalised
 
 
 def test_eval_npz_is_the_test_split_as_runtimes_see_it(tmp_path):
@@ -73,7 +73,7 @@ def test_eval_npz_is_the_test_split_as_runtimes_see_it(tmp_path):
     with np.load(tmp_path / "eval.npz") as f:
         assert f["x"].dtype == np.float32 and f["x"].shape == (359, 1, 8, 8)
         assert f["y"].dtype == np.int64
-        np.testing.assert_array_equal(f["x"], ds.x_test)
+        np.testing.assert_array_equal(f["x"], np.asarray(ds.x_test))
         assert f["labels"].tolist() == [str(i) for i in range(10)]
     import zipfile
 

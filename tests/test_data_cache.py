@@ -73,7 +73,7 @@ def test_cache_off_writes_nothing_and_statistics_match_the_pixels(tmp_path, cach
                             test_fraction=0.25), seed=0)
     assert _entries(cache) == []
     pixels = np.stack([np.asarray(Image.open(p)) for c in ("ant", "bee") for p in sorted((tmp_path / "imgs" / c).glob("*.png"))])
-    train = (ds.x_train * ds.std[None, :, None, None] + ds.mean[None, :, None, None]) * 255
+    train = (np.asarray(ds.x_train) * ds.std[None, :, None, None] + ds.mean[None, :, None, None]) * 255
     assert np.allclose(np.round(train), train, atol=1e-3)  # whole pixel values back
     assert ds.mean == pytest.approx(np.round(train).mean(axis=(0, 2, 3)) / 255, abs=1e-6)
     assert pixels.shape == (24, 5, 4, 3) and len(ds.y_train) == 18

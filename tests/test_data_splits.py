@@ -26,7 +26,7 @@ def test_folder_with_train_and_test_folders_uses_them_as_splits(tmp_path):
     assert len(ds.y_train) + len(ds.y_val) == 30 and np.bincount(ds.y_val).tolist() == [2, 2, 2]
     # the test images are the test folder's files, labelled by name: dog's were written first (values 1, 2,
     # 3), cat's second (41, 42), and cat is class 0 in the train set
-    raw = np.round((ds.x_test * ds.std[0] + ds.mean[0]) * 255)[:, 0, 0, 0]
+    raw = np.round((np.asarray(ds.x_test) * ds.std[0] + ds.mean[0]) * 255)[:, 0, 0, 0]
     assert sorted(zip(ds.y_test.tolist(), raw.tolist())) == [(0, 41), (0, 42), (1, 1), (1, 2), (1, 3)]
 
 

@@ -75,7 +75,7 @@ def test_omitted_classes_leave_the_transfer_set_and_the_correction_is_in_the_mod
     model, _ = load_checkpoint(tmp_path / "r" / "student.pt")
     data = prepare(cfg.data, SEED)
     with torch.no_grad():
-        val_logits = model(torch.from_numpy(data.x_val))
+        val_logits = model(torch.from_numpy(np.asarray(data.x_val)))
     assert best_shift(val_logits, torch.from_numpy(data.y_val), [3])[0] == 0.0
     onnx = [a for a in summary.artifacts if a["file"] == "export/student.onnx"][0]  # and so are the exported files
     assert onnx["parity"]["top1_agreement"] >= 0.999
@@ -123,7 +123,7 @@ def test_an_impossible_hint_exits_2_before_training(tmp_path, capsys, hint, need
 
 def test_folds_are_stratified_disjoint_and_cover_the_data():
     tests = [prepare(DataConfig(dataset="digits", folds=5, fold=k), seed=SEED) for k in range(5)]
-    rows = [{r.tobytes() for r in ds.x_test} for ds in tests]
+    rows = [{r.tobytes() for r in np.asarray(ds.x_test)} for ds in tests]
     assert sum(len(ds.y_test) for ds in tests) == 1797
     assert all(len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 1797 for ds in tests)
     for ds in tests:  # each class keeps its share of every fold to within one sample

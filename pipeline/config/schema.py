@@ -36,6 +36,9 @@ class DataConfig:
     layout: Literal["nchw", "nhwc"] = "nchw"  # npz only: layout of a rank-4 `x`
     image_size: tuple[int, ...] = ()  # folder only: (height, width) to resize to; () keeps the files' size
     grayscale: Literal["auto", True, False] = "auto"  # folder only: one channel; "auto": when every image is gray
+    # read training batches from the pixels, normalised batch by batch, instead of holding the splits as
+    # float32 (the same tensors either way); "auto": when the splits would take over 512 MiB as float32
+    stream: Literal["auto", True, False] = "auto"
     cache: bool = True  # folder only: decode once into a uint8 array on disk, reused by later runs (pipeline.data.cache)
     folds: int = 0  # k-fold cross-validation (edgekd cv): the test split is fold `fold` of `folds`
     fold: int = 0

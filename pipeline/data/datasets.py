@@ -14,6 +14,7 @@ import numpy as np
 
 from edgekd.errors import DataError
 from edgekd.fileio import write_npz
+from edgekd.pipeline.data.images import Images, channel_stats
 from edgekd.pipeline.data.loaders import DATASETS, RawData
 
 if TYPE_CHECKING:
@@ -26,15 +27,16 @@ __all__ = ["DATASETS", "Dataset", "RawData", "load", "prepare", "write_eval"]
 
 @dataclass
 class Dataset:
-    """Normalised, split data ready for training and for runtimes."""
+    """Split data ready for training and for runtimes: each split's images normalised when read
+    (pipeline.data.images), with train-only statistics."""
 
     name: str
     labels: list[str]
-    x_train: np.ndarray
+    x_train: Images
     y_train: np.ndarray
-    x_val: np.ndarray
+    x_val: Images
     y_val: np.ndarray
-    x_test: np.ndarray
+    x_test: Images
     y_test: np.ndarray
     mean: np.ndarray  # per channel, from the train split only
     std: np.ndarray
@@ -48,12 +50,24 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.labels)
 
+    @property
+    def float_bytes(self) -> int:
+        """What the three splits take as float32."""
+        return sum(x.nbytes for x in (self.x_train, self.x_val, self.x_test))
+
     def fingerprint(self) -> str:
-        """sha256 over every array: the input hash of the training stages."""
+        """sha256 over every split as normalised float32 (walked in chunks: the digest equals the whole
+        arrays', and memory stays one chunk) and the statistics: the input hash of the training stages."""
         digest = hashlib.sha256()
-        for arr in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test, self.mean, self.std):
+        for x, y in ((self.x_train, self.y_train), (self.x_val, self.y_val), (self.x_test, self.y_test)):
+            digest.update(str(x.shape).encode())
+            for chunk in x.chunks():
+                digest.update(memoryview(chunk).cast("B"))
+            digest.update(str(y.shape).encode())
+            digest.update(memoryview(np.ascontiguousarray(y)).cast("B"))
+        for arr in (self.mean, self.std):
             digest.update(str(arr.shape).encode())
-            digest.update(memoryview(np.ascontiguousarray(arr)).cast("B"))  # no copy of the array
+            digest.update(memoryview(np.ascontiguousarray(arr)).cast("B"))
         digest.update("\n".join(self.labels).encode())
         return digest.hexdigest()
 
@@ -179,23 +193,6 @@ def stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return fold
 
 
-def channel_stats(x: np.ndarray, chunk_bytes: int = 64 << 20) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and std (float32) of images in [0, 1]; uint8 pixels are scaled and summed in
-    float64 over chunks of images, so that no float copy of the whole split is made."""
-    if x.dtype != np.uint8:  # already float in memory: numpy's own reductions, as before there was a cache
-        return x.mean(axis=(0, 2, 3)).astype(np.float32), np.maximum(x.std(axis=(0, 2, 3)), 1e-6).astype(np.float32)
-    scale, chunk = 1 / 255.0, max(1, chunk_bytes // (8 * int(np.prod(x.shape[1:]))))  # float64 chunks of 64 MB
-    total, squares, count = np.zeros(x.shape[1]), np.zeros(x.shape[1]), 0
-    for i in range(0, len(x), chunk):
-        part = x[i:i + chunk].astype(np.float64) * scale
-        total += part.sum(axis=(0, 2, 3))
-        squares += np.square(part).sum(axis=(0, 2, 3))
-        count += part.shape[0] * part.shape[2] * part.shape[3]
-    mean = total / count
-    std = np.sqrt(np.maximum(squares / count - mean ** 2, 0.0))
-    return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
-
-
 def prepare(cfg: DataConfig, seed: int) -> Dataset:
     """Load, check, split (stratified, by `seed`) and normalise (train statistics) one dataset."""
     raw = load(cfg)
@@ -206,33 +203,25 @@ def prepare(cfg: DataConfig, seed: int) -> Dataset:
                                   x_test=None, y_test=None, x_val=None, y_val=None)
     _check_splittable(raw, cfg)
     rng = np.random.default_rng(seed)
+    everything = np.arange(len(raw.y))
+    # each split: (pixels, labels, rows of them); no pixel is copied until a batch is read
     if cfg.folds:
         is_test = stratified_folds(raw.y, cfg.folds, seed) == cfg.fold
-        x_test, y_test, x_rest, y_rest = raw.x[is_test], raw.y[is_test], raw.x[~is_test], raw.y[~is_test]
+        test, rest = (raw.x, raw.y, everything[is_test]), everything[~is_test]
     elif raw.x_test is not None:  # checked where it was loaded
-        x_test, y_test = raw.x_test, raw.y_test
-        x_rest, y_rest = raw.x, raw.y
+        test, rest = (raw.x_test, raw.y_test, np.arange(len(raw.y_test))), everything
     else:
-        rest, test = _stratified(raw.y, cfg.test_fraction, rng)
-        x_test, y_test, x_rest, y_rest = raw.x[test], raw.y[test], raw.x[rest], raw.y[rest]
+        rest, held = _stratified(raw.y, cfg.test_fraction, rng)
+        test = (raw.x, raw.y, held)
     if raw.x_val is not None:
-        x_train, y_train, x_val, y_val = x_rest, y_rest, raw.x_val, raw.y_val
+        train, val = (raw.x, raw.y, rest), (raw.x_val, raw.y_val, np.arange(len(raw.y_val)))
     else:
-        train, val = _stratified(y_rest, cfg.val_fraction, rng)
-        x_train, y_train, x_val, y_val = x_rest[train], y_rest[train], x_rest[val], y_rest[val]
-    mean, std = channel_stats(x_train)
-
-    def norm(a: np.ndarray) -> np.ndarray:
-        """float32 (x - mean) / std, in place in one new array (uint8 pixels scaled to [0, 1] first)."""
-        out = a.astype(np.float32)
-        if a.dtype == np.uint8:
-            out /= np.float32(255.0)
-        out -= mean[None, :, None, None]
-        out /= std[None, :, None, None]
-        return out
-
-    ds = Dataset(cfg.dataset, raw.labels, norm(x_train), y_train, norm(x_val), y_val, norm(x_test), y_test, mean, std,
-                 raw.pixel_max)
+        keep, held = _stratified(raw.y[rest], cfg.val_fraction, rng)
+        train, val = (raw.x, raw.y, rest[keep]), (raw.x, raw.y, rest[held])
+    mean, std = channel_stats(train[0], train[2])
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = (
+        (Images(pixels, rows, mean, std), labels[rows]) for pixels, labels, rows in (train, val, test))
+    ds = Dataset(cfg.dataset, raw.labels, x_train, y_train, x_val, y_val, x_test, y_test, mean, std, raw.pixel_max)
     log.info("data %s: %d train / %d val / %d test, input %s, %d classes", ds.name, len(ds.y_train),
              len(ds.y_val), len(ds.y_test), list(ds.in_shape), ds.num_classes)
     return ds

@@ -9,14 +9,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from edgekd.models import ModelSpec, build_model, count_macs, count_params
 from edgekd.pipeline.config import ModelConfig, PipelineConfig
 from edgekd.pipeline.data import Dataset
+from edgekd.pipeline.data.images import streams
 from edgekd.pipeline.layout import RunLayout
 from edgekd.pipeline.progress import SilentProgress, TrainProgress
+from edgekd.pipeline.training.batches import Streamed
 from edgekd.pipeline.training.checkpoint import load_checkpoint, save_checkpoint
 from edgekd.pipeline.training.fit import FitResult, NonFiniteTraining, Resume, fit, jitter, predict
 from edgekd.pipeline.training.teacher_signal import TeacherSignal
@@ -56,9 +59,15 @@ class StageContext:
             self._data = self.load_data()
         return self._data
 
-    def tensors(self, split: str) -> tuple[Tensor, Tensor]:
-        x, y = getattr(self.data, f"x_{split}"), getattr(self.data, f"y_{split}")
-        return torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
+    @property
+    def streaming(self) -> bool:
+        """Whether training reads the splits batch by batch (data.stream; "auto": when they are large)."""
+        return streams(self.cfg.data.stream, self.data.float_bytes)
+
+    def tensors(self, split: str) -> tuple[Tensor | Streamed, Tensor]:
+        """A split's images (one tensor, or a Streamed view when streaming) and labels, on the device."""
+        x, y = getattr(self.data, f"x_{split}"), torch.from_numpy(getattr(self.data, f"y_{split}")).to(self.device)
+        return (Streamed(x, self.device) if self.streaming else torch.from_numpy(np.asarray(x)).to(self.device)), y
 
 
 @dataclass
@@ -75,7 +84,7 @@ def transfer_classes(ctx: StageContext) -> list[int]:
     return [c for c in classes if c not in t.omit_classes]
 
 
-def transfer_set(ctx: StageContext) -> tuple[Tensor, Tensor]:
+def transfer_set(ctx: StageContext) -> tuple[Tensor | Streamed, Tensor]:
     """The train split (of the transfer classes) plus `distill.transfer_copies` jittered copies of it
     (the same for every seed-equal run).
 
@@ -86,11 +95,13 @@ def transfer_set(ctx: StageContext) -> tuple[Tensor, Tensor]:
     keep = transfer_classes(ctx)
     if len(keep) < ctx.data.num_classes:
         mask = torch.isin(y, torch.tensor(keep, device=y.device))
-        x, y = x[mask], y[mask]
+        x, y = (x.select(mask) if isinstance(x, Streamed) else x[mask]), y[mask]
     d = ctx.cfg.distill
     if d.transfer_copies == 0:
         return x, y
     gen = torch.Generator().manual_seed(ctx.cfg.run.seed + 1)
+    if isinstance(x, Streamed):
+        return x.with_copies(d.transfer_copies, d.transfer_jitter, gen), y.repeat(d.transfer_copies + 1)
     copies = [jitter(x, d.transfer_jitter, gen) for _ in range(d.transfer_copies)]
     return torch.cat([x, *copies]), y.repeat(d.transfer_copies + 1)
 

@@ -184,7 +184,7 @@ class Int8Maker:
         if self._val is None:
             data = self.ctx.data
             if len(data.y_val):
-                self._val = (data.x_val, data.y_val)
+                self._val = (np.asarray(data.x_val), data.y_val)
             else:
                 log.warning("no validation split (data.val_fraction = 0): int8 methods are chosen on the test split")
                 self._val = (options.eval_x, options.eval_y)

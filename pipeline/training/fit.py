@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edgekd.errors import CheckFailed, MissingDependency
@@ -26,6 +25,7 @@ from edgekd.fileio import write_bytes
 from edgekd.pipeline.config import TrainConfig
 from edgekd.pipeline import interrupt
 from edgekd.pipeline.progress import SilentProgress, TrainProgress
+from edgekd.pipeline.training.batches import Streamed, draw_offsets, rows_per_batch, shift_images
 from edgekd.pipeline.training.hints import HintLoss, Tap, build_hints
 from edgekd.pipeline.training.teacher_signal import TeacherSignal
 
@@ -71,16 +71,7 @@ def jitter(x: Tensor, max_shift: int, generator: torch.Generator, mode: str = "r
     with mode "constant", filled with 0: the train mean after normalisation)."""
     if max_shift == 0:
         return x
-    n, _, h, w = x.shape
-    side = 2 * max_shift + 1
-    padded = F.pad(x, (max_shift,) * 4, mode=mode)
-    offsets = torch.randint(0, side * side, (n,), generator=generator).to(x.device)
-    out = torch.empty_like(x)
-    for key in offsets.unique().tolist():  # at most side² slices per batch instead of n
-        sel = (offsets == key).nonzero().squeeze(1)
-        dy, dx = divmod(key, side)
-        out[sel] = padded[sel, :, dy:dy + h, dx:dx + w]
-    return out
+    return shift_images(x, max_shift, draw_offsets(len(x), max_shift, generator), mode)
 
 
 def augment(x: Tensor, cfg: TrainConfig, generator: torch.Generator) -> Tensor:
@@ -96,10 +87,11 @@ def augment(x: Tensor, cfg: TrainConfig, generator: torch.Generator) -> Tensor:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: Tensor, batch_size: int = 1024) -> Tensor:
+def predict(model: nn.Module, x: Tensor | Streamed, batch_size: int = 1024) -> Tensor:
     """Logits for every row of `x`, in eval mode, on x's device."""
     model.eval()
-    return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    step = rows_per_batch(x, batch_size)
+    return torch.cat([model(x[i:i + step]) for i in range(0, len(x), step)])
 
 
 def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from edgekd.pipeline.training.batches import rows_per_batch
 from edgekd.pipeline.training.hints import Tap
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ class TeacherSignal:
 
     def _cache(self, x: Tensor, batch_size: int, dist: Distributed | None) -> Tensor:
         start = time.perf_counter()
+        batch_size = rows_per_batch(x, batch_size)
         starts = list(range(0, len(x), batch_size))
         mine = starts[dist.rank::dist.world] if dist else starts  # under DDP each rank computes a share once
         chunks = {i: self._label(x[i:i + batch_size]).cpu() for i in mine}
