@@ -77,3 +77,50 @@ def test_negative_crop_padding_is_a_config_error():
         load_config(ROOT / "configs" / "digits.toml", ["student.train.crop_padding=-1"])
     cfg = load_config(ROOT / "configs" / "digits.toml", ["teacher.train.flip=true"])
     assert cfg.teacher.train.flip and dataclasses.asdict(cfg.teacher.train)["crop_padding"] == 0
+
+
+def test_mixup_blends_each_image_with_its_partner_by_one_lambda():
+    from edgekd.pipeline.training.mixing import mix
+
+    out, mixed = mix(X, TrainConfig(mixup=0.4), _gen())
+    assert 0 < mixed.lam < 1 and sorted(mixed.partner.tolist()) == list(range(len(X)))
+    torch.testing.assert_close(out, X * mixed.lam + X[mixed.partner] * (1 - mixed.lam), rtol=0, atol=0)
+    again, same = mix(X, TrainConfig(mixup=0.4), _gen())
+    assert torch.equal(again, out) and same.lam == mixed.lam
+    lams = [mix(X, TrainConfig(mixup=0.4), _gen(s))[1].lam for s in range(400)]
+    # Beta(0.4, 0.4): mean 1/2, variance 1/(4 * 1.8) = 0.139 (sd of the mean of 400: 0.019)
+    assert abs(sum(lams) / 400 - 0.5) < 0.08 and abs(float(torch.tensor(lams).var()) - 0.139) < 0.03
+
+
+def test_cutmix_pastes_one_box_of_the_partner_and_lambda_is_the_uncovered_share():
+    from edgekd.pipeline.training.mixing import mix
+
+    x = torch.randn(50, 2, 20, 24, generator=_gen(3))
+    for seed in range(20):
+        out, mixed = mix(x, TrainConfig(cutmix=1.0), _gen(seed))
+        from_partner = (out == x[mixed.partner]) & (out != x)
+        rows, cols = from_partner.any(0).any(0).any(1).nonzero(), from_partner.any(0).any(0).any(0).nonzero()
+        area = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1) if len(rows) else 0
+        assert mixed.lam == pytest.approx(1 - int(area) / (20 * 24))
+        if len(rows):  # inside the box every pixel is the partner's, outside every pixel its own
+            box = (slice(None), slice(None), slice(int(rows.min()), int(rows.max()) + 1),
+                   slice(int(cols.min()), int(cols.max()) + 1))
+            assert torch.equal(out[box], x[mixed.partner][box])
+            rest = out.clone()
+            rest[box] = x[box]
+            assert torch.equal(rest, x)
+
+
+def test_mixed_loss_is_the_lambda_weighted_sum_over_both_label_sets():
+    from edgekd.pipeline.training.mixing import Mixed, mixed_loss
+
+    logits, labels = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1])
+    ce = nn.functional.cross_entropy
+    value = mixed_loss(lambda s, t, y: ce(s, y), logits, None, labels, Mixed(torch.tensor([1, 0]), 0.75))
+    # hand-computed: CE(labels) = mean(log(1+e^-2), log(1+e^-1)) = (0.126928 + 0.313262) / 2 = 0.220095;
+    # CE(swapped) = (2.126928 + 1.313262) / 2 = 1.720095; 0.75 * 0.220095 + 0.25 * 1.720095 = 0.595095
+    assert float(value) == pytest.approx(0.595095, abs=1e-5)
+
+
+def test_mixing_counts_as_augmented_so_the_teacher_sees_the_mixed_batch():
+    assert TrainConfig(mixup=0.2).augmented and TrainConfig(cutmix=1.0).augmented and not TrainConfig().augmented

@@ -44,7 +44,7 @@ def shipped(tmp_path_factory):
 
 def test_the_readme_has_one_example_per_runtime():
     assert set(_examples()) == set(EXAMPLES)
-    assert all(len(block.splitlines()) <= 30 for block in _examples().values())  # an app snippet, not a program
+    assert all(len(block.splitlines()) <= 32 for block in _examples().values())  # an app snippet, not a program
 
 
 @pytest.mark.parametrize("package", list(EXAMPLES))
@@ -60,3 +60,39 @@ def test_each_readme_example_prints_the_label_its_runtime_predicts(shipped, tmp_
     proc = subprocess.run([sys.executable, str(program), str(model), *map(str, images)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines()[-len(images):] == expected
+
+
+def _preprocess_lines() -> str:
+    """The examples' lines from opening the image to its H, W, C pixels (the same in all three)."""
+    blocks = {package: block.splitlines() for package, block in _examples().items()}
+    cuts = {package: "\n".join(lines[next(i for i, l in enumerate(lines) if "Image.open(image)" in l):
+                                     next(i for i, l in enumerate(lines) if l.strip().startswith("raw =")) + 1])
+            for package, lines in blocks.items()}
+    assert len(set(cuts.values())) == 1, "the examples preprocess differently"
+    return "\n".join(line[4:] for line in next(iter(cuts.values())).splitlines())  # out of the for loop
+
+
+@pytest.mark.parametrize("resize", ["stretch", "crop"])
+def test_the_examples_resize_an_image_as_training_decoded_it(tmp_path, resize):
+    """A 37 x 20 RGB image through the README's preprocessing with a sidecar of data.resize = `resize`
+    gives the pixels the folder loader trained on (not merely the same shape)."""
+    from edgekd.pipeline.config import DataConfig
+    from edgekd.pipeline.data.loaders import load_folder
+    from edgekd.pipeline.stages.export import preprocess
+
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (20, 37, 3), np.uint8)).save(tmp_path / "imgs" / c / "0.png")
+    cfg = DataConfig(dataset="folder", path=str(tmp_path / "imgs"), image_size=(12, 16), resize=resize, cache=False)
+    trained = load_folder(cfg).x[0]  # (C, H, W) uint8
+    pre = preprocess(cfg, {"shape": [1, 3, 12, 16]}, "nchw")
+    assert pre["resize"]["crop"] == ("center" if resize == "crop" else None)
+    scope = {"np": np, "Image": Image, "image": str(tmp_path / "imgs" / "a" / "0.png"), "pre": pre}
+    exec(_preprocess_lines(), scope)
+    assert scope["raw"].shape == (12, 16, 3)
+    np.testing.assert_array_equal(scope["raw"].transpose(2, 0, 1), trained)
+    if resize == "crop":  # the centre of an image scaled by 0.6 (to 12 x 22), not the whole image squeezed
+        stretched = load_folder(DataConfig(dataset="folder", path=str(tmp_path / "imgs"), image_size=(12, 16),
+                                           cache=False)).x[0]
+        assert not np.array_equal(stretched, trained)

@@ -35,6 +35,9 @@ class DataConfig:
     val_fraction: float = 0.1  # of what remains after the test split; used for early stopping
     layout: Literal["nchw", "nhwc"] = "nchw"  # npz only: layout of a rank-4 `x`
     image_size: tuple[int, ...] = ()  # folder only: (height, width) to resize to; () keeps the files' size
+    # folder only, with image_size: "stretch" resizes to it; "crop" scales to cover it (aspect kept) and cuts out
+    # the centre, as ImageNet-style evaluation does
+    resize: Literal["stretch", "crop"] = "stretch"
     grayscale: Literal["auto", True, False] = "auto"  # folder only: one channel; "auto": when every image is gray
     # read training batches from the pixels, normalised batch by batch, instead of holding the splits as
     # float32 (the same tensors either way); "auto": when the splits would take over 512 MiB as float32
@@ -56,13 +59,15 @@ class TrainConfig:
     jitter: int = 0  # random shifts of up to ±jitter pixels, edges replicated, applied on the fly each epoch
     crop_padding: int = 0  # random crops of the image padded by this many pixels (filled with the train mean)
     flip: bool = False  # random horizontal flips (half the images); leave off for digits and text
+    mixup: float = 0.0  # α of Beta(α, α): blend each batch with a shuffled copy (0.2 is usual); 0 is off
+    cutmix: float = 0.0  # α likewise: paste a box of a shuffled copy (1.0 is usual); with mixup, one per batch
     patience: int = 0  # stop after this many epochs without a better val accuracy; 0 never stops early
     seed: int = -1  # initial weights and batch order; -1 takes run.seed (sweeps vary it without a new data split)
 
     @property
     def augmented(self) -> bool:
         """True when the inputs change every epoch (then the teacher sees each augmented batch: no cache)."""
-        return bool(self.jitter or self.crop_padding or self.flip)
+        return bool(self.jitter or self.crop_padding or self.flip or self.mixup or self.cutmix)
 
 
 @dataclass(frozen=True)
@@ -275,7 +280,7 @@ def validate(cfg: PipelineConfig) -> list[str]:
         p += [f"{role}.arch = {model.arch!r}: {msg}" for msg in check_arch(model.arch, model.kwargs)]
         t = model.train
         for key, low in (("epochs", 1), ("batch_size", 1), ("jitter", 0), ("crop_padding", 0), ("patience", 0),
-                          ("seed", -1)):
+                          ("seed", -1), ("mixup", 0), ("cutmix", 0)):
             if getattr(t, key) < low:
                 p.append(f"{role}.train.{key} = {getattr(t, key)}: must be >= {low}")
         if t.lr <= 0:

@@ -169,6 +169,19 @@ def _all_gray(files: list[Path]) -> bool:
     return True
 
 
+def fit_image(img, height: int, width: int, resize: str):
+    """A PIL image brought to height x width, bilinearly: stretched, or ("crop") scaled to cover the size
+    with its aspect kept and the centre cut out. The README's app examples do the same arithmetic."""
+    from PIL import Image
+
+    if resize == "crop":
+        scale = max(width / img.width, height / img.height)
+        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.BILINEAR)
+        left, top = (img.width - width) // 2, (img.height - height) // 2
+        return img.crop((left, top, left + width, top + height))
+    return img.resize((width, height), Image.BILINEAR)
+
+
 def load_folder(cfg: DataConfig) -> RawData:
     from PIL import Image, UnidentifiedImageError
 
@@ -183,21 +196,24 @@ def load_folder(cfg: DataConfig) -> RawData:
             raise DataError(f"{_shown(root)}: the class folder {os.fsencode(folder.name)!r} has a name that is not valid "
                             "UTF-8; class names become the labels in eval.npz, the exported sidecars and the report, "
                             "so rename the folder to a UTF-8 name (e.g. with `convmv -f latin1 -t utf-8 -r --notest`)")
-    files_by_class = []
+    names_by_class = []  # file names as strings, sorted as pathlib sorts one folder's files, without its cost
     for folder in classes:
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
+        with os.scandir(folder) as entries:
+            names = sorted(e.name for e in entries if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES)
+        if not names:
             raise DataError(f"{_shown(folder)}: empty class (no {', '.join(IMAGE_SUFFIXES)} files); add images or remove the folder")
-        files_by_class.append(files)
-    files = [f for group in files_by_class for f in group]
-    y = np.repeat(np.arange(len(classes), dtype=np.int64), [len(group) for group in files_by_class])
+        names_by_class.append([f"{folder.name}/{name}" for name in names])
+    relative = [name for group in names_by_class for name in group]
+    y = np.repeat(np.arange(len(classes), dtype=np.int64), [len(group) for group in names_by_class])
     labels, source = [p.name for p in classes], _shown(root)
-    settings = {"grayscale": cfg.grayscale, "image_size": list(cfg.image_size)}
-    key = folder_key(root, files, settings) if cfg.cache else ""
+    settings = {"grayscale": cfg.grayscale, "image_size": list(cfg.image_size),
+                **({"resize": cfg.resize} if cfg.resize != "stretch" else {})}  # earlier entries stay valid
+    key = folder_key(root, relative, settings) if cfg.cache else ""
     found = read_entry(key) if key else None
     if found is not None:
         log.info("data: %s read from the decoded-image cache (%s)", source, cache_dir())
         return RawData(found[0], y, labels, source, 255.0)
+    files = [root / name for name in relative]
     gray = cfg.grayscale if cfg.grayscale != "auto" else _all_gray(files)
 
     def decode(i: int) -> np.ndarray:
@@ -206,7 +222,7 @@ def load_folder(cfg: DataConfig) -> RawData:
             with Image.open(files[i]) as img:
                 img = img.convert("L" if gray else "RGB")
                 if cfg.image_size:
-                    img = img.resize((cfg.image_size[1], cfg.image_size[0]), Image.BILINEAR)
+                    img = fit_image(img, cfg.image_size[0], cfg.image_size[1], cfg.resize)
                 arr = np.asarray(img, dtype=np.uint8)
         except (UnidentifiedImageError, OSError) as exc:
             raise DataError(f"{_shown(files[i])}: unreadable image ({_printable(str(exc))}); delete or replace it") from exc

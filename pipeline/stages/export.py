@@ -91,11 +91,13 @@ def _failure(name: str, parity: Parity, check, sidecar: dict) -> str:
 
 def preprocess(data: DataConfig, tensor: dict, layout: str) -> dict:
     """How an app turns an image file into this file's input: channels and their order, resize, layout.
-    Image folders are read as 8-bit RGB (or gray) and resized bilinearly to data.image_size; the other
+    Image folders are read as 8-bit RGB (or gray) and resized bilinearly to data.image_size (stretched, or
+    scaled to cover it and centre-cropped: data.resize); the other
     datasets come as arrays, whose channel order is the user's."""
     channels = tensor["shape"][3 if layout == "nhwc" else 1]
     order = "gray" if channels == 1 else "RGB" if data.dataset == "folder" and channels == 3 else "as in the dataset"
-    resize = ({"method": "bilinear", "height": data.image_size[0], "width": data.image_size[1]}
+    resize = ({"method": "bilinear", "height": data.image_size[0], "width": data.image_size[1],
+               "crop": "center" if data.resize == "crop" else None}
               if data.dataset == "folder" and data.image_size else None)
     return {"channels": channels, "channel_order": order, "resize": resize, "layout": layout}
 

@@ -27,6 +27,7 @@ from edgekd.pipeline import interrupt
 from edgekd.pipeline.progress import SilentProgress, TrainProgress
 from edgekd.pipeline.training.batches import Streamed, draw_offsets, rows_per_batch, shift_images
 from edgekd.pipeline.training.hints import HintLoss, Tap, build_hints
+from edgekd.pipeline.training.mixing import mix, mixed_loss
 from edgekd.pipeline.training.teacher_signal import TeacherSignal
 
 if TYPE_CHECKING:
@@ -257,11 +258,11 @@ def fit(model: nn.Module, *, x: Tensor, y: Tensor, loss: nn.Module, teacher: Tea
             hint_sum = 0.0
             for step in range(steps_per_epoch):
                 idx = order[step * batch:(step + 1) * batch]
-                xb = augment(x[idx], cfg, gen)
+                xb, mixed = mix(augment(x[idx], cfg, gen), cfg, gen)
                 with torch.autocast(x.device.type, dtype=torch.float16, enabled=amp):
                     logits = net(xb)
                     signal = teacher.batch(xb, idx) if teacher is not None else None
-                    value = loss(logits, signal.logits if signal else None, y[idx])
+                    value = mixed_loss(loss, logits, signal.logits if signal else None, y[idx], mixed)
                     if hints is not None:
                         hint = hints(student_tap.outputs, signal.features)
                         hint_sum += float(hint.detach()) * len(idx)
