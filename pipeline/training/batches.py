@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from edgekd.pipeline.data.images import Images
+from edgekd.pipeline.data.images import Images, read_rows
 
 NO_SHIFT = -1
 BATCH_BYTES = 64 << 20  # of float32 input per inference batch: 1,024 small images, about 100 at 224 px
@@ -56,6 +56,14 @@ class Streamed:
         self.images, self.device, self.max_shift = images, torch.device(device), max_shift
         self.positions = np.arange(len(images)) if positions is None else np.asarray(positions)
         self.offsets = np.full(len(self.positions), NO_SHIFT) if offsets is None else np.asarray(offsets)
+        # per batch, the least work: the pixel rows looked up once, pixels held in memory indexed by torch
+        # (numpy work between torch ops competes with torch's spinning OpenMP workers), shifts only if any
+        self._rows = torch.from_numpy(images.rows[self.positions])
+        self._offsets = torch.from_numpy(self.offsets) if (self.offsets != NO_SHIFT).any() else None
+        mapped = isinstance(images.pixels, np.memmap)
+        self._pixels = None if mapped else torch.from_numpy(np.asarray(images.pixels))
+        self._mean = torch.from_numpy(images.mean)[None, :, None, None]
+        self._std = torch.from_numpy(images.std)[None, :, None, None]
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -68,14 +76,30 @@ class Streamed:
         return 4
 
     def __getitem__(self, key) -> Tensor:
-        if isinstance(key, Tensor):
-            key = key.cpu().numpy()
-        positions, offsets = np.atleast_1d(self.positions[key]), np.atleast_1d(self.offsets[key])
-        x = torch.from_numpy(self.images[positions])
-        if (offsets != NO_SHIFT).any():
-            x = shift_images(x, self.max_shift, torch.from_numpy(offsets))
+        single = isinstance(key, (int, np.integer))
+        if single:
+            key = slice(key, key + 1)
+        elif not isinstance(key, (slice, Tensor)):
+            key = torch.as_tensor(key)
+        rows = self._rows[key.cpu() if isinstance(key, Tensor) else key]
+        raw = self._pixels[rows] if self._pixels is not None else torch.from_numpy(read_rows(self.images.pixels,
+                                                                                             rows.numpy()))
+        x = self._normalised(raw)
+        if self._offsets is not None:
+            offsets = self._offsets[key.cpu() if isinstance(key, Tensor) else key]
+            if bool((offsets != NO_SHIFT).any()):
+                x = shift_images(x, self.max_shift, offsets)
         x = x.to(self.device)
-        return x[0] if isinstance(key, (int, np.integer)) else x
+        return x[0] if single else x
+
+    def _normalised(self, raw: Tensor) -> Tensor:
+        """Images.normalise in torch: the same float32 operations, so the same bits."""
+        x = raw.to(torch.float32, copy=True, memory_format=torch.contiguous_format)
+        if raw.dtype == torch.uint8:
+            x /= float(self.images.scale)
+        x -= self._mean
+        x /= self._std
+        return x
 
     def select(self, mask: Tensor) -> Streamed:
         """The rows where the boolean `mask` is true."""
