@@ -121,9 +121,6 @@ class Images:
         for start in range(0, len(self), step):
             yield self.raw(slice(start, start + step))
 
-    def subset(self, positions: np.ndarray) -> Images:
-        return Images(self.pixels, self.rows[positions], self.mean, self.std)
-
 
 def channel_stats(pixels: np.ndarray, rows: np.ndarray, chunk_bytes: int = CHUNK_BYTES) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std (float32, std at least 1e-6) of pixels[rows] scaled to [0, 1].
