@@ -108,6 +108,7 @@ def _saved_epoch(resume: Path) -> int:
         return 0
 
 
+@pytest.mark.slow  # minutes on a 2-core AMD EPYC; make test-slow
 def test_a_rank_that_dies_ends_the_run_with_a_message_and_a_rerun_resumes_bit_identically(tmp_path):
     """Rank 1 is killed mid-training; the same command then resumes at the saved epoch, every rank with its
     own random state (each jitters its own shard differently), and ends with the uninterrupted weights."""

@@ -62,6 +62,7 @@ def test_bias_shift_by_hand():
     assert shift == 1.75 and before == pytest.approx(1 / 3) and after == 1.0
 
 
+@pytest.mark.slow  # minutes on a 2-core AMD EPYC; make test-slow
 def test_omitted_classes_leave_the_transfer_set_and_the_correction_is_in_the_model(tmp_path):
     cfg = load_config(DIGITS, [*TINY, "student.train.epochs=8", "distill.temperature=4", "distill.transfer.omit_classes=[3]"])
     summary = run_pipeline(cfg, tmp_path / "r", until="export")
