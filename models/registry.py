@@ -143,6 +143,12 @@ def options_hint(arch: str) -> str:
     return f"{arch!r} takes: {', '.join(shown) or 'no options'}"
 
 
+def keyword_defaults(arch: str) -> dict[str, Any]:
+    """The architecture's keyword arguments that have defaults, with them (user models included)."""
+    params = inspect.signature(_resolve(arch)).parameters
+    return {n: p.default for n, p in params.items() if p.default is not inspect.Parameter.empty}
+
+
 def _resolve(arch: str) -> Callable[..., nn.Module]:
     if ":" not in arch:
         if arch not in ARCHITECTURES:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from edgekd.errors import UsageError
 from edgekd.fileio import write_bytes, write_json
+from edgekd.pipeline.config import SearchConfig
 from edgekd.pipeline.layout import RunLayout
 from edgekd.pipeline.reporting.plots import png_bytes
 from edgekd.pipeline.sweep import train_variant
@@ -38,16 +39,51 @@ from edgekd.pipeline.sweep import train_variant
 log = logging.getLogger(__name__)
 
 # how each built-in architecture scales: its width keywords (ints or lists of ints) and the list whose
-# length is its depth
+# length is its depth; a user architecture names its own in [search] (width_keys, depth_key)
 SCALABLE: dict[str, dict] = {
     "cnn": {"width": ("channels", "hidden"), "depth": "channels"},
     "mlp": {"width": ("hidden",), "depth": "hidden"},
     "dsconv": {"width": ("stem", "channels"), "depth": "channels"},
 }
-WIDTHS = (0.25, 0.375, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
-DEPTHS = (0, -1, 1)  # stages relative to the config's student
 ETA = 3  # successive halving keeps the best 1/ETA of each rung
 FINALISTS = 2
+
+
+@dataclass(frozen=True)
+class Space:
+    """What the search varies: the keywords a width multiplier scales, the list whose length is the depth
+    ("" for none: depth stays), and the multipliers and depth changes to try."""
+
+    width_keys: tuple[str, ...]
+    depth_key: str
+    widths: tuple[float, ...] = SearchConfig.widths
+    depths: tuple[int, ...] = SearchConfig.depths
+
+
+def space_for(arch: str, search: SearchConfig = SearchConfig()) -> Space:
+    """[search]'s width_keys and depth_key where given, else the built-in architecture's own."""
+    if search.width_keys:
+        return Space(tuple(search.width_keys), search.depth_key, tuple(search.widths),
+                     tuple(search.depths) if search.depth_key else (0,))
+    if arch not in SCALABLE:
+        raise UsageError(f"student.arch = {arch!r}: search knows how to scale {', '.join(SCALABLE)}; for another "
+                         "architecture name the keyword arguments that set its widths (ints or lists of ints) and, "
+                         "optionally, the list whose length is its depth: [search] width_keys = [\"channels\"], "
+                         "depth_key = \"channels\"")
+    return Space(SCALABLE[arch]["width"], SCALABLE[arch]["depth"], tuple(search.widths), tuple(search.depths))
+
+
+def _check_space(space: Space, arch: str, values: dict) -> None:
+    """Every width key an int or a list of ints of the student, the depth key a list: else a UsageError."""
+    bad = [k for k in space.width_keys if not (isinstance(values.get(k), int) or (
+        isinstance(values.get(k), (list, tuple)) and values[k] and all(isinstance(v, int) for v in values[k])))]
+    if space.depth_key and not isinstance(values.get(space.depth_key), (list, tuple)):
+        bad.append(space.depth_key)
+    if bad:
+        shown = ", ".join(f"{k} = {values[k]!r}" if k in values else f"{k} (not a keyword of it)" for k in bad)
+        raise UsageError(f"search: {arch!r} cannot be scaled by {shown}: width keys must be ints or lists of ints "
+                         "and the depth key a list, in student.kwargs or as the architecture's defaults; fix "
+                         "[search] width_keys / depth_key")
 
 
 @dataclass(frozen=True)
@@ -62,34 +98,31 @@ class Candidate:
         return [f"student.kwargs={table}", f"student.train.epochs={epochs}"]
 
 
-def scaled(arch: str, kwargs: dict, defaults: dict, width: float, depth: int) -> dict | None:
+def scaled(space: Space, kwargs: dict, defaults: dict, width: float, depth: int) -> dict | None:
     """The student's kwargs with widths times `width` and `depth` stages added (repeating the last) or
     removed; None when no such model exists (no stage left)."""
-    spec = SCALABLE[arch]
     out = {**defaults, **kwargs}
-    stages = list(out[spec["depth"]])
-    if len(stages) + depth < 1:
-        return None
-    stages = stages[:len(stages) + depth] if depth < 0 else stages + [stages[-1]] * depth
-    out[spec["depth"]] = stages
-    for key in spec["width"]:
+    if space.depth_key:
+        stages = list(out[space.depth_key])
+        if len(stages) + depth < 1:
+            return None
+        out[space.depth_key] = stages[:len(stages) + depth] if depth < 0 else stages + [stages[-1]] * depth
+    for key in space.width_keys:
         value = out[key]
         out[key] = ([max(1, round(v * width)) for v in value] if isinstance(value, (list, tuple))
                     else max(1, round(value * width)))
-    return {k: v for k, v in out.items() if k in kwargs or k in spec["width"]}
+    return {k: v for k, v in out.items() if k in kwargs or k in space.width_keys or k == space.depth_key}
 
 
-def candidates(arch: str, kwargs: dict, defaults: dict, trials: int, seed: int) -> list[Candidate]:
+def candidates(space: Space, kwargs: dict, defaults: dict, trials: int, seed: int, arch: str = "") -> list[Candidate]:
     """`trials` candidates: the config's own student first, then the rest of the grid in a seeded order
     (the same seed gives the same list, and a larger `trials` extends it)."""
-    if arch not in SCALABLE:
-        raise UsageError(f"student.arch = {arch!r}: search scales the built-in architectures "
-                         f"({', '.join(SCALABLE)}); set student.arch to one of them")
-    grid = [(w, d) for d in DEPTHS for w in WIDTHS if (w, d) != (1.0, 0)]
+    _check_space(space, arch, {**defaults, **kwargs})
+    grid = [(w, d) for d in space.depths for w in space.widths if (w, d) != (1.0, 0)]
     random.Random(seed).shuffle(grid)
     found, seen = [], set()
     for w, d in [(1.0, 0), *grid]:
-        k = scaled(arch, kwargs, defaults, w, d)
+        k = scaled(space, kwargs, defaults, w, d)
         key = json.dumps(k, sort_keys=True)
         if k is None or key in seen:
             continue
@@ -99,13 +132,9 @@ def candidates(arch: str, kwargs: dict, defaults: dict, trials: int, seed: int) 
 
 
 def _arch_defaults(arch: str) -> dict:
-    import inspect
+    from edgekd.models.registry import keyword_defaults
 
-    from edgekd.models.registry import ARCHITECTURES
-
-    params = inspect.signature(ARCHITECTURES[arch]).parameters
-    return {n: list(p.default) if isinstance(p.default, tuple) else p.default for n, p in params.items()
-            if p.default is not inspect.Parameter.empty}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in keyword_defaults(arch).items()}
 
 
 def _student_p50(run_dir: Path, variant: str, target: str, artifact: str) -> dict:
@@ -159,8 +188,8 @@ def run_search(config: Path, base: list[str], target: str, max_p50_ms: float, tr
     from edgekd.pipeline.run import run_pipeline
 
     cfg = load_config(config, [*base, f"bench.targets=['{target}']"])
-    pool = candidates(cfg.student.arch, dict(cfg.student.kwargs), _arch_defaults(cfg.student.arch), trials,
-                      cfg.run.seed)
+    pool = candidates(space_for(cfg.student.arch, cfg.search), dict(cfg.student.kwargs),
+                      _arch_defaults(cfg.student.arch), trials, cfg.run.seed, cfg.student.arch)
     progress(f"search: teacher and reference student in {run_dir}; {len(pool)} candidates, "
              + (f"p50 limit {max_p50_ms * 1e3:.1f} µs" if math.isfinite(max_p50_ms) else "no p50 limit") + f" on {target}")
     run_pipeline(cfg, run_dir, only=("teacher", "student", "quantize"))  # the default student is the reference

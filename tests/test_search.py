@@ -6,7 +6,8 @@ import json
 import pytest
 
 from edgekd.errors import UsageError
-from edgekd.pipeline.search import candidates, p50_limit, rungs, scaled
+from edgekd.pipeline.config import SearchConfig
+from edgekd.pipeline.search import candidates, p50_limit, rungs, scaled, space_for
 from tests.helpers import ROOT, SEED
 
 CNN_DEFAULTS = {"channels": [32, 64], "hidden": 128, "kernel_size": 3}
@@ -14,21 +15,37 @@ CNN_DEFAULTS = {"channels": [32, 64], "hidden": 128, "kernel_size": 3}
 
 def test_width_and_depth_scale_the_configs_student():
     kwargs = {"channels": [8, 16], "hidden": 32}
-    assert scaled("cnn", kwargs, CNN_DEFAULTS, 0.5, 0) == {"channels": [4, 8], "hidden": 16}
-    assert scaled("cnn", kwargs, CNN_DEFAULTS, 1.5, -1) == {"channels": [12], "hidden": 48}
-    assert scaled("cnn", kwargs, CNN_DEFAULTS, 1.0, 1) == {"channels": [8, 16, 16], "hidden": 32}
-    assert scaled("cnn", {"channels": [8]}, CNN_DEFAULTS, 1.0, -1) is None  # no stage left
-    assert scaled("mlp", {"hidden": [32]}, {"hidden": [800, 800]}, 0.25, 0) == {"hidden": [8]}
+    assert scaled(space_for("cnn"), kwargs, CNN_DEFAULTS, 0.5, 0) == {"channels": [4, 8], "hidden": 16}
+    assert scaled(space_for("cnn"), kwargs, CNN_DEFAULTS, 1.5, -1) == {"channels": [12], "hidden": 48}
+    assert scaled(space_for("cnn"), kwargs, CNN_DEFAULTS, 1.0, 1) == {"channels": [8, 16, 16], "hidden": 32}
+    assert scaled(space_for("cnn"), {"channels": [8]}, CNN_DEFAULTS, 1.0, -1) is None  # no stage left
+    assert scaled(space_for("mlp"), {"hidden": [32]}, {"hidden": [800, 800]}, 0.25, 0) == {"hidden": [8]}
 
 
 def test_candidates_start_with_the_configs_student_and_a_larger_trials_extends_the_list():
     kwargs = {"channels": [8, 16], "hidden": 32}
-    few, more = candidates("cnn", kwargs, CNN_DEFAULTS, 5, 0), candidates("cnn", kwargs, CNN_DEFAULTS, 12, 0)
+    cnn = space_for("cnn")
+    few, more = candidates(cnn, kwargs, CNN_DEFAULTS, 5, 0), candidates(cnn, kwargs, CNN_DEFAULTS, 12, 0)
     assert few[0].name == "w1-d+0" and few[0].kwargs == kwargs
     assert [c.name for c in more[:5]] == [c.name for c in few] and len({c.name for c in more}) == 12
-    assert [c.name for c in candidates("cnn", kwargs, CNN_DEFAULTS, 12, 1)] != [c.name for c in more]
-    with pytest.raises(UsageError, match="search scales the built-in architectures"):
-        candidates("mypkg.models:Net", {}, {}, 3, 0)
+    assert [c.name for c in candidates(cnn, kwargs, CNN_DEFAULTS, 12, 1)] != [c.name for c in more]
+    with pytest.raises(UsageError, match=r"search knows how to scale cnn, mlp, dsconv; .* \[search\] width_keys"):
+        space_for("mypkg.models:Net")
+
+
+def test_a_user_architecture_is_scaled_by_the_keywords_the_config_names():
+    from edgekd.pipeline.search import _arch_defaults
+
+    arch = f"{ROOT / 'tests' / 'user_models.py'}:TinyResNet"
+    defaults = _arch_defaults(arch)
+    assert defaults == {"in_channels": 1, "width": 8}
+    space = space_for(arch, SearchConfig(width_keys=("width",), widths=(0.5, 1.0, 2.0)))
+    assert space.depths == (0,)  # no depth key: the depth stays
+    found = candidates(space, {}, defaults, 10, 0, arch)
+    assert sorted(c.kwargs["width"] for c in found) == [4, 8, 16] and found[0].kwargs == {"width": 8}
+    with pytest.raises(UsageError, match=r"cannot be scaled by in_channels = 1.5, depth \(not a keyword of it\)"):
+        candidates(space_for(arch, SearchConfig(width_keys=("in_channels",), depth_key="depth")), {"in_channels": 1.5},
+                   defaults, 3, 0, arch)
 
 
 def test_rungs_are_a_ninth_a_third_and_the_whole():

@@ -152,6 +152,18 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class SearchConfig:
+    """What `edgekd search` varies in the student (pipeline.search); read by search alone."""
+
+    # the student kwargs a width multiplier scales (ints or lists of ints); () takes the built-in architecture's
+    # own (cnn, mlp, dsconv); a user model ('file.py:Class') names its own
+    width_keys: tuple[str, ...] = ()
+    depth_key: str = ""  # the list kwarg whose length is the depth (with width_keys; "" keeps the depth)
+    widths: tuple[float, ...] = (0.25, 0.375, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
+    depths: tuple[int, ...] = (0, -1, 1)  # stages relative to the config's student
+
+
+@dataclass(frozen=True)
 class BenchConfig:
     threads: int = 1
     processes: int = 5  # fresh processes per file; the spread of their medians is the run-to-run noise
@@ -173,6 +185,7 @@ class PipelineConfig:
     distill: DistillConfig = DistillConfig()
     export: ExportConfig = ExportConfig()
     bench: BenchConfig = BenchConfig()
+    search: SearchConfig = SearchConfig()
     targets: dict[str, Any] = field(default_factory=dict)  # [targets.NAME] tables (pipeline.config.targets)
 
     def target_configs(self) -> dict:
@@ -271,6 +284,10 @@ def validate(cfg: PipelineConfig) -> list[str]:
         p.append(f"bench.eager: unknown {', '.join(map(repr, bad))}; valid: teacher, baseline, student")
     if cfg.run.amp and cfg.run.device == "cpu":
         p.append("run.amp = true needs CUDA; set run.device = 'cuda' (or 'auto' on a machine with a GPU), or amp = false")
+    if not cfg.search.widths or min(cfg.search.widths) <= 0:
+        p.append(f"search.widths = {list(cfg.search.widths)}: give one or more multipliers > 0")
+    if cfg.search.depth_key and not cfg.search.width_keys:
+        p.append("search.depth_key needs search.width_keys: name the keywords the width multiplier scales too")
     if cfg.run.seed < 0:
         p.append(f"run.seed = {cfg.run.seed}: must be >= 0")
     if cfg.run.threads < 0:
