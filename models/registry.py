@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import importlib
 import inspect
+from collections import OrderedDict
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,12 +179,21 @@ def _accepted(fn: Callable[..., nn.Module], builtin: bool) -> tuple[set[str], bo
     return names, takes_any
 
 
+# A keyword every architecture takes: the input is average-pooled by this factor before the model sees it, so
+# the model computes at a lower resolution while its file takes the data's own (edgekd search varies it)
+INPUT_POOL = "input_pool"
+
+
 def check_arch(arch: str, kwargs: dict[str, Any]) -> list[str]:
     """Return every problem with `arch` and `kwargs` without building anything (empty when fine)."""
     try:
         fn = _resolve(arch)
     except ModelError as exc:
         return [str(exc)]
+    pool = kwargs.get(INPUT_POOL, 1)
+    if not isinstance(pool, int) or isinstance(pool, bool) or pool < 1:
+        return [f"{INPUT_POOL} = {pool!r}: must be an integer >= 1 (the factor the input is average-pooled by)"]
+    kwargs = {k: v for k, v in kwargs.items() if k != INPUT_POOL}
     names, takes_any = _accepted(fn, builtin=":" not in arch)
     unknown = sorted(set(kwargs) - names)
     if unknown and not takes_any:
@@ -199,19 +209,23 @@ def build_model(spec: ModelSpec) -> nn.Module:
         raise ModelError(problems[0])
     fn = _resolve(spec.arch)
     kwargs = dict(spec.kwargs)
+    pool = kwargs.pop(INPUT_POOL, 1)
+    inner = (spec.in_shape[0], *(max(1, side // pool) for side in spec.in_shape[1:]))
     if ":" in spec.arch:
         names, _ = _accepted(fn, builtin=False)
         fill = {"num_classes": spec.num_classes, "in_channels": spec.in_shape[0]}
         kwargs.update({k: fill[k] for k in _INJECTED if k in names and k not in kwargs})
         args: tuple = ()
     else:
-        args = (tuple(spec.in_shape), spec.num_classes)
+        args = (inner, spec.num_classes)
     try:
         model = fn(*args, **kwargs)
     except (TypeError, ValueError) as exc:
         raise ModelError(f"architecture {spec.arch!r} with options {kwargs} failed to build: {exc}") from exc
     if not isinstance(model, nn.Module):
         raise ModelError(f"{spec.arch!r} returned {type(model).__name__}, not a torch.nn.Module")
+    if pool > 1:  # pooling converts to every format and to int8 as it is (no parameters, no new op kinds)
+        model = nn.Sequential(OrderedDict(input_pool=nn.AvgPool2d(pool), net=model))
     model.eval()
     try:
         with torch.no_grad():

@@ -58,19 +58,21 @@ class Space:
     depth_key: str
     widths: tuple[float, ...] = SearchConfig.widths
     depths: tuple[int, ...] = SearchConfig.depths
+    input_pools: tuple[int, ...] = SearchConfig.input_pools
 
 
 def space_for(arch: str, search: SearchConfig = SearchConfig()) -> Space:
     """[search]'s width_keys and depth_key where given, else the built-in architecture's own."""
     if search.width_keys:
         return Space(tuple(search.width_keys), search.depth_key, tuple(search.widths),
-                     tuple(search.depths) if search.depth_key else (0,))
+                     tuple(search.depths) if search.depth_key else (0,), tuple(search.input_pools))
     if arch not in SCALABLE:
         raise UsageError(f"student.arch = {arch!r}: search knows how to scale {', '.join(SCALABLE)}; for another "
                          "architecture name the keyword arguments that set its widths (ints or lists of ints) and, "
                          "optionally, the list whose length is its depth: [search] width_keys = [\"channels\"], "
                          "depth_key = \"channels\"")
-    return Space(SCALABLE[arch]["width"], SCALABLE[arch]["depth"], tuple(search.widths), tuple(search.depths))
+    return Space(SCALABLE[arch]["width"], SCALABLE[arch]["depth"], tuple(search.widths), tuple(search.depths),
+                 tuple(search.input_pools))
 
 
 def _check_space(space: Space, arch: str, values: dict) -> None:
@@ -92,6 +94,7 @@ class Candidate:
     width: float
     depth: int
     kwargs: dict
+    input_pool: int = 1
 
     def overrides(self, epochs: int) -> list[str]:
         table = "{" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in self.kwargs.items()) + "}"  # a TOML inline table
@@ -117,17 +120,23 @@ def scaled(space: Space, kwargs: dict, defaults: dict, width: float, depth: int)
 def candidates(space: Space, kwargs: dict, defaults: dict, trials: int, seed: int, arch: str = "") -> list[Candidate]:
     """`trials` candidates: the config's own student first, then the rest of the grid in a seeded order
     (the same seed gives the same list, and a larger `trials` extends it)."""
+    from edgekd.models.registry import INPUT_POOL
+
     _check_space(space, arch, {**defaults, **kwargs})
-    grid = [(w, d) for d in space.depths for w in space.widths if (w, d) != (1.0, 0)]
+    pools = sorted(set(space.input_pools) | {kwargs.get(INPUT_POOL, 1)})
+    grid = [(w, d, p) for p in pools for d in space.depths for w in space.widths
+            if (w, d, p) != (1.0, 0, kwargs.get(INPUT_POOL, 1))]
     random.Random(seed).shuffle(grid)
     found, seen = [], set()
-    for w, d in [(1.0, 0), *grid]:
+    for w, d, p in [(1.0, 0, kwargs.get(INPUT_POOL, 1)), *grid]:
         k = scaled(space, kwargs, defaults, w, d)
+        if k is not None:
+            k = {**{key: v for key, v in k.items() if key != INPUT_POOL}, **({INPUT_POOL: p} if p > 1 else {})}
         key = json.dumps(k, sort_keys=True)
         if k is None or key in seen:
             continue
         seen.add(key)
-        found.append(Candidate(f"w{w:g}-d{d:+d}", w, d, k))
+        found.append(Candidate(f"w{w:g}-d{d:+d}" + (f"-r{p}" if p > 1 else ""), w, d, k, p))
     return found[:trials]
 
 
@@ -194,7 +203,8 @@ def run_search(config: Path, base: list[str], target: str, max_p50_ms: float, tr
              + (f"p50 limit {max_p50_ms * 1e3:.1f} µs" if math.isfinite(max_p50_ms) else "no p50 limit") + f" on {target}")
     run_pipeline(cfg, run_dir, only=("teacher", "student", "quantize"))  # the default student is the reference
     base = [*base, f"bench.targets=['{target}']"]
-    records = {c.name: {"name": c.name, "width": c.width, "depth": c.depth, "kwargs": c.kwargs, "fidelities": {}}
+    records = {c.name: {"name": c.name, "width": c.width, "depth": c.depth, "input_pool": c.input_pool, "kwargs": c.kwargs,
+                        "fidelities": {}}
                for c in pool}
     # 1. latency first, on copies trained for one epoch: one at a time (timings never overlap)
     alive = []

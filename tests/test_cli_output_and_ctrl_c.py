@@ -1,5 +1,6 @@
 """The command line without a terminal (a CI log, a file): progress as whole, periodic lines with a rate
 and an ETA; log lines with their time, never cut or wrapped; and a Ctrl-C that is never lost."""
+import signal
 import subprocess
 import sys
 
@@ -61,11 +62,14 @@ def test_a_ctrl_c_dropped_inside_a_gc_callback_is_raised_again_at_the_next_check
             "def cb(phase, info):\n    if phase == 'start':\n        os.kill(os.getpid(), signal.SIGINT)\n        sum(range(9))\n"
             "gc.callbacks.append(cb)\ngc.collect()\ngc.callbacks.clear()\nprint('went on', flush=True)\ninterrupt.check()\n"
             "print('never here')\n")
+    # as a foreground program: a test run in the background (`make test &`) inherits SIGINT ignored
+    foreground = dict(preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     with_handler = subprocess.run([sys.executable, "-c", code.format(install="interrupt.install()\n")],
-                                  capture_output=True, text=True)
+                                  capture_output=True, text=True, **foreground)
     # the drop really happens ("went on" is printed after it), and is neither lost nor shown as a traceback
     assert with_handler.stdout.splitlines() == ["went on"] and with_handler.returncode != 0
     assert with_handler.stderr.rstrip().endswith("KeyboardInterrupt") and "Exception ignored" not in with_handler.stderr
-    without = subprocess.run([sys.executable, "-c", code.format(install="")], capture_output=True, text=True)
+    without = subprocess.run([sys.executable, "-c", code.format(install="")], capture_output=True, text=True,
+                             **foreground)
     assert "Exception ignored" in without.stderr  # what it fixes: dropped, printed, and the program goes on
     assert without.stdout.splitlines() == ["went on", "never here"] and without.returncode == 0

@@ -129,6 +129,7 @@ def _run(tmp_path, *sets: str) -> tuple[int, Path]:
     return main(args), out
 
 
+@pytest.mark.slow  # a minute on a 2-core AMD EPYC; make test-slow (qat_files covers QAT in the default suite)
 def test_int8_method_qat_trains_once_for_both_formats_and_is_reused(tmp_path):
     rc, out = _run(tmp_path, "export.int8_method=qat", "export.int8_fallback=false")
     assert rc in (0, 1)  # 1: a 3-epoch student may still miss the limit; the files are kept either way

@@ -161,6 +161,9 @@ class SearchConfig:
     depth_key: str = ""  # the list kwarg whose length is the depth (with width_keys; "" keeps the depth)
     widths: tuple[float, ...] = (0.25, 0.375, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
     depths: tuple[int, ...] = (0, -1, 1)  # stages relative to the config's student
+    # input resolution: the student average-pools its input by each factor (2: half the height and width, a
+    # quarter of the MACs) and the file still takes the data's size; (1,) keeps the resolution
+    input_pools: tuple[int, ...] = (1,)
 
 
 @dataclass(frozen=True)
@@ -286,6 +289,8 @@ def validate(cfg: PipelineConfig) -> list[str]:
         p.append("run.amp = true needs CUDA; set run.device = 'cuda' (or 'auto' on a machine with a GPU), or amp = false")
     if not cfg.search.widths or min(cfg.search.widths) <= 0:
         p.append(f"search.widths = {list(cfg.search.widths)}: give one or more multipliers > 0")
+    if not cfg.search.input_pools or min(cfg.search.input_pools) < 1:
+        p.append(f"search.input_pools = {list(cfg.search.input_pools)}: give one or more integer factors >= 1")
     if cfg.search.depth_key and not cfg.search.width_keys:
         p.append("search.depth_key needs search.width_keys: name the keywords the width multiplier scales too")
     if cfg.run.seed < 0:

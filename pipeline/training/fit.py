@@ -1,7 +1,8 @@
 """The supervised training loop shared by teacher, baseline and distilled student.
 
-Data lives on the device as tensors and batches are drawn by index: for datasets of this size
-that is several times faster than a DataLoader, and every batch is reproducible from the seed.
+Batches are drawn by index from a tensor on the device or, for large data, from a Streamed view that
+reads and normalises just those rows (pipeline.training.batches): for datasets of this size that is
+several times faster than a DataLoader, and every batch is reproducible from the seed.
 After every epoch the whole training state (weights, optimizer, schedule, random generators, best
 epoch so far) is written atomically to a resume file, so an interrupted stage continues at the
 epoch it was in and ends with the weights an uninterrupted run would have.
