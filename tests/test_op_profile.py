@@ -43,7 +43,9 @@ def test_profile_is_recorded_with_every_op_inside_its_run(profiled, name):
     # (XNNPACK reads ops under 1 µs as 0: a small int8 program can sum to 0)
     # the run's (the run median: within 20 % of its mean on these short, steady runs)
     assert 0 <= prof["ops_sum_us"] <= 1.2 * prof["profiled_run_us"] and prof["profiled_run_us"] > 0
-    assert prof["p50_us"] == pytest.approx(1e3 * profiled[name]["latency_ms"]["p50"], rel=1.0)
+    # the profiled process's own unprofiled p50, in µs: near the timed p50, within what separate processes
+    # give for a 10 µs model (a factor 2.1 seen on a 2-core AMD EPYC), far from a unit slip (1000x)
+    assert 1 / 3 <= prof["p50_us"] / (1e3 * profiled[name]["latency_ms"]["p50"]) <= 3
 
 
 def test_pte_profile_splits_the_delegate_call_into_xnnpack_ops(profiled):
