@@ -56,8 +56,8 @@ class Streamed:
         self.images, self.device, self.max_shift = images, torch.device(device), max_shift
         self.positions = np.arange(len(images)) if positions is None else np.asarray(positions)
         self.offsets = np.full(len(self.positions), NO_SHIFT) if offsets is None else np.asarray(offsets)
-        # per batch, the least work: the pixel rows looked up once, pixels held in memory indexed by torch
-        # (numpy work between torch ops competes with torch's spinning OpenMP workers), shifts only if any
+        # per batch, little work: the pixel rows looked up once, pixels held in memory indexed by torch (the batch
+        # stays in torch from indexing to normalisation), shifts applied only where there are any
         self._rows = torch.from_numpy(images.rows[self.positions])
         self._offsets = torch.from_numpy(self.offsets) if (self.offsets != NO_SHIFT).any() else None
         mapped = isinstance(images.pixels, np.memmap)
