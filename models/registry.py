@@ -8,8 +8,8 @@ from __future__ import annotations
 import errno
 import importlib
 import inspect
-from collections import OrderedDict
 import sys
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable

@@ -123,12 +123,12 @@ def candidates(space: Space, kwargs: dict, defaults: dict, trials: int, seed: in
     from edgekd.models.registry import INPUT_POOL
 
     _check_space(space, arch, {**defaults, **kwargs})
-    pools = sorted(set(space.input_pools) | {kwargs.get(INPUT_POOL, 1)})
-    grid = [(w, d, p) for p in pools for d in space.depths for w in space.widths
-            if (w, d, p) != (1.0, 0, kwargs.get(INPUT_POOL, 1))]
+    own = (1.0, 0, kwargs.get(INPUT_POOL, 1))  # the config's student
+    pools = sorted(set(space.input_pools) | {own[2]})
+    grid = [(w, d, p) for p in pools for d in space.depths for w in space.widths if (w, d, p) != own]
     random.Random(seed).shuffle(grid)
     found, seen = [], set()
-    for w, d, p in [(1.0, 0, kwargs.get(INPUT_POOL, 1)), *grid]:
+    for w, d, p in [own, *grid]:
         k = scaled(space, kwargs, defaults, w, d)
         if k is not None:
             k = {**{key: v for key, v in k.items() if key != INPUT_POOL}, **({INPUT_POOL: p} if p > 1 else {})}

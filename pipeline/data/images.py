@@ -107,19 +107,18 @@ class Images:
             self._whole.append(self.normalise(self.raw()))
         return self._whole[0] if dtype is None else self._whole[0].astype(dtype, copy=False)
 
-    def chunk_rows(self, chunk_bytes: int = CHUNK_BYTES) -> int:
-        return max(1, chunk_bytes // (4 * int(np.prod(self.shape[1:]))))
+    def spans(self, chunk_bytes: int = CHUNK_BYTES) -> Iterator[slice]:
+        """Consecutive slices over the split, each about `chunk_bytes` of float32."""
+        step = max(1, chunk_bytes // (4 * int(np.prod(self.shape[1:]))))
+        return (slice(start, start + step) for start in range(0, len(self), step))
 
     def chunks(self, chunk_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
         """The whole split, normalised, in consecutive chunks of about `chunk_bytes`."""
-        step = self.chunk_rows(chunk_bytes)
-        for start in range(0, len(self), step):
-            yield self[start:start + step]
+        return (self[span] for span in self.spans(chunk_bytes))
 
     def raw_chunks(self, chunk_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
-        step = self.chunk_rows(chunk_bytes)
-        for start in range(0, len(self), step):
-            yield self.raw(slice(start, start + step))
+        """The whole split as stored, in the same chunks."""
+        return (self.raw(span) for span in self.spans(chunk_bytes))
 
 
 def channel_stats(pixels: np.ndarray, rows: np.ndarray, chunk_bytes: int = CHUNK_BYTES) -> tuple[np.ndarray, np.ndarray]:

@@ -81,12 +81,13 @@ class Streamed:
             key = slice(key, key + 1)
         elif not isinstance(key, (slice, Tensor)):
             key = torch.as_tensor(key)
-        rows = self._rows[key.cpu() if isinstance(key, Tensor) else key]
+        key = key.cpu() if isinstance(key, Tensor) else key
+        rows = self._rows[key]
         raw = self._pixels[rows] if self._pixels is not None else torch.from_numpy(read_rows(self.images.pixels,
                                                                                              rows.numpy()))
         x = self._normalised(raw)
         if self._offsets is not None:
-            offsets = self._offsets[key.cpu() if isinstance(key, Tensor) else key]
+            offsets = self._offsets[key]
             if bool((offsets != NO_SHIFT).any()):
                 x = shift_images(x, self.max_shift, offsets)
         x = x.to(self.device)
@@ -110,10 +111,8 @@ class Streamed:
         """These rows followed by `copies` shifted copies of them: what torch.cat([x, *[jitter(x) ...]])
         gives, drawn from `generator` the same way."""
         assert not (self.offsets != NO_SHIFT).any(), "copies are made of unshifted rows"
-        if max_shift == 0:
-            return Streamed(self.images, self.device, np.tile(self.positions, copies + 1),
-                            np.tile(self.offsets, copies + 1))
-        drawn = [draw_offsets(len(self), max_shift, generator).numpy() for _ in range(copies)]
+        drawn = [draw_offsets(len(self), max_shift, generator).numpy() if max_shift else self.offsets
+                 for _ in range(copies)]  # jitter(x, 0) is x itself, and draws nothing
         return Streamed(self.images, self.device, np.tile(self.positions, copies + 1),
                         np.concatenate([self.offsets, *drawn]), max_shift)
 
