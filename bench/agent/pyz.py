@@ -1,6 +1,6 @@
-"""The agent as one file, agent.pyz: a zipapp of this package and the three modules of edgekd it imports
-(edgekd/__init__.py, errors.py, fileio.py), run as `python3 agent.pyz MODEL|BUNDLE ...`; its workers
-start the same file again (processes.agent_command).
+"""The agent as one file, agent.pyz: a zipapp of this package (with the C++ source of its torch-free
+ExecuTorch runner) and the three modules of edgekd it imports (edgekd/__init__.py, errors.py, fileio.py),
+run as `python3 agent.pyz MODEL|BUNDLE ...`; its workers start the same file again (processes.agent_command).
 
     python -m edgekd.bench.agent.pyz dist/agent.pyz        # `make agent`; `edgekd pack` builds its own
 
@@ -27,7 +27,8 @@ def members() -> dict[str, Path]:
     edgekd_dir = Path(edgekd.__file__).resolve().parent
     files = {f"edgekd/{name}": edgekd_dir / name for name in ("__init__.py", "errors.py", "fileio.py")}
     files["edgekd/bench/__init__.py"] = PACKAGE.parent / "__init__.py"
-    files.update({f"edgekd/bench/agent/{p.relative_to(PACKAGE).as_posix()}": p for p in PACKAGE.rglob("*.py")})
+    files.update({f"edgekd/bench/agent/{p.relative_to(PACKAGE).as_posix()}": p
+                  for pattern in ("*.py", "*.cpp") for p in PACKAGE.rglob(pattern)})
     files["__main__.py"] = PACKAGE / "__main__.py"
     return files
 

@@ -3,9 +3,10 @@
 # that runs under qemu user-mode emulation, with two agent environments:
 #   /opt/litert : ai-edge-litert + onnxruntime over Debian's numpy
 #   /opt/tflrt  : tflite-runtime 2.14 over Debian's numpy 1.24 (older Raspberry Pi OS images)
-#   /opt/executorch : executorch 1.5.1 and the CPU torch 2.13.0 it runs on (its Python runtime takes torch
-#                     tensors), only where download.pytorch.org answers: PyPI's aarch64 torch is a CUDA
-#                     build that needs several GB of nvidia wheels to import at all
+#   /opt/executorch : executorch 1.5.1 without torch (--no-deps) over Debian's numpy, and Debian's g++: the
+#                     agent builds its torch-free runner against the wheel's libraries, as on a Pi, where
+#                     ExecuTorch's Python bindings cannot load (PyPI's aarch64 torch is a CUDA build that
+#                     needs several GB of nvidia wheels to import at all)
 # Usage: tests/arm64/make_root.sh ROOT        (needs root, network to Debian and PyPI)
 set -euo pipefail
 ROOT=${1:?usage: make_root.sh ROOT}
@@ -53,13 +54,15 @@ if [ ! -x "$ROOT/opt/tflrt/bin/python" ]; then
     rm -rf "$ROOT/tmp/wheels-tflrt"
     mv "$ROOT/opt/tflrt.partial" "$ROOT/opt/tflrt"
 fi
-if [ ! -x "$ROOT/opt/executorch/bin/python" ] && fetch executorch executorch==1.5.1 "torch==2.13.0+cpu" filelock \
-        typing_extensions sympy mpmath networkx jinja2 markupsafe fsspec --extra-index-url https://download.pytorch.org/whl/cpu; then
+if [ ! -x "$ROOT/usr/bin/g++" ]; then
+    chroot "$ROOT" sh -c 'apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends g++'
+fi
+if [ ! -x "$ROOT/opt/executorch/bin/python" ]; then
+    fetch executorch executorch==1.5.1
     chroot "$ROOT" python3 -m venv --system-site-packages /opt/executorch.partial
     cp -r "$wheels/executorch" "$ROOT/tmp/wheels-executorch"
     chroot "$ROOT" sh -c '/opt/executorch.partial/bin/pip install -q --no-deps --no-index /tmp/wheels-executorch/*.whl'
     rm -rf "$ROOT/tmp/wheels-executorch"
     mv "$ROOT/opt/executorch.partial" "$ROOT/opt/executorch"
 fi
-[ -x "$ROOT/opt/executorch/bin/python" ] || echo "no /opt/executorch: no CPU torch 2.13.0 for aarch64 (download.pytorch.org/whl/cpu); the .pte test will skip"
 echo "arm64 root ready: $ROOT"

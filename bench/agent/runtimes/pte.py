@@ -1,13 +1,17 @@
 """ExecuTorch programs (.pte) on ExecuTorch's runtime, with the kernels and delegates its wheel was
-built with (XNNPACK among them), through its C++ bindings (`executorch.extension.pybindings._C`).
+built with (XNNPACK among them): through its C++ bindings (`executorch.extension.pybindings._C`) where
+torch imports, and through the agent's torch-free runner (pte_native) where it does not.
 
 `executorch.runtime`, the documented wrapper of those bindings, imports ExecuTorch's compiler on the
 way (`executorch.exir`, for a warning class): 5.9 s and torchao's load errors on stderr in every
 worker process, against 1.5 s for the bindings alone. The bindings take and give torch tensors: torch
-comes with executorch as its own dependency and is imported here only inside Runner."""
+comes with executorch as its own dependency and is imported here only inside Runner. The bindings link
+libtorch, which a Raspberry Pi rarely has (PyPI's aarch64 torch is a CUDA build): there the wheel's
+torch-free libraries run the program through pte_native."""
 from __future__ import annotations
 
 import base64
+import ctypes
 import importlib
 import os
 import re
@@ -18,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekd.bench.agent.runtimes import pte_native
 from edgekd.errors import AgentError
 
 SUFFIXES = (".pte",)
@@ -61,53 +66,78 @@ class Runner:
 
     @staticmethod
     def load_runtime():
-        """(the bindings module, runtime name, version); exit 3 where ExecuTorch is not installed."""
+        """(the bindings module, or the native runner's library; runtime name; version): the bindings where
+        torch imports, the torch-free runner where only the wheel is installed; exit 3 where neither is."""
         try:
             importlib.import_module("torch")  # the bindings resolve libtorch's symbols from it
             bindings = importlib.import_module("executorch.extension.pybindings._C")
-            version = importlib.import_module("executorch.version").__version__
-        except ImportError:
-            raise AgentError(f"no ExecuTorch runtime: pip install {PIP[0]}", 3) from None
-        return bindings, "executorch", version
+            return bindings, "executorch", importlib.import_module("executorch.version").__version__
+        except (ImportError, OSError):
+            pass
+        root = pte_native.wheel_root()
+        if root is None:
+            raise AgentError(f"no ExecuTorch runtime: {pte_native.HOW}", 3)
+        return pte_native.load_library(root), "executorch", pte_native.wheel_version(root)
 
     @classmethod
-    def _bindings(cls, threads: int):
-        """The bindings with the threadpool sized to `threads`: once per process, before any program
+    def _runtime(cls, threads: int):
+        """load_runtime with the threadpool sized to `threads`: once per process, before any program
         loads (resetting it after a method is loaded crashes; the agent times each file in its own processes)."""
-        bindings, name, version = cls.load_runtime()
+        runtime, name, version = cls.load_runtime()
         if cls._threads is None:
             with _native_stderr_silenced():
-                bindings._unsafe_reset_threadpool(threads)
+                if isinstance(runtime, ctypes.CDLL):
+                    runtime.edgekd_pte_set_threads(threads)
+                else:
+                    runtime._unsafe_reset_threadpool(threads)
             cls._threads = threads
-        return bindings, name, version
+        return runtime, name, version
 
     @classmethod
     def noop_run(cls, threads: int) -> None:
-        bindings, _, _ = cls._bindings(threads)
+        runtime = cls._runtime(threads)[0]
+        if isinstance(runtime, ctypes.CDLL):
+            with tempfile.TemporaryDirectory(prefix="edgekd-noop-") as tmp:
+                Path(tmp, "noop.pte").write_bytes(base64.b64decode(cls.NOOP))
+                with _native_stderr_silenced():
+                    program = pte_native.Program(runtime, Path(tmp, "noop.pte"))
+            assert program.run(np.ones((1, 4), np.float32)).tolist() == [2.0] * 4
+            return
         torch = importlib.import_module("torch")
-        module = bindings._load_for_executorch_from_buffer(base64.b64decode(cls.NOOP))
+        module = runtime._load_for_executorch_from_buffer(base64.b64decode(cls.NOOP))
         assert module.forward((torch.ones(1, 4),))[0].tolist() == [[2.0] * 4]
 
     def __init__(self, path: Path, threads: int):
-        bindings, self.runtime, self.version = self._bindings(threads)
+        runtime, self.runtime, self.version = self._runtime(threads)
         self.path = path
+        self.native = isinstance(runtime, ctypes.CDLL)
+        if self.native:
+            with _native_stderr_silenced():
+                self.program = pte_native.Program(runtime, path)
+            self.input_shape, self.run = self.program.input_shape, self.program.run
+            return
         self._torch = importlib.import_module("torch")
         try:
             with _native_stderr_silenced():
-                self.module = bindings._load_for_executorch(str(path))
+                self.module = runtime._load_for_executorch(str(path))
                 meta = self.module.method_meta("forward")
         except Exception as exc:  # the bindings raise RuntimeError / ValueError with ExecuTorch's error codes
             raise AgentError(f"{path}: not a loadable ExecuTorch program ({type(exc).__name__}: {exc})") from exc
         self.input_shape = tuple(int(s) for s in meta.input_tensor_meta(0).sizes())
 
     def prepare(self, x: np.ndarray):
-        return self._torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not self.native:
+            return self._torch.from_numpy(x)
+        if x.shape != self.input_shape:  # the runner reads exactly the program's input size from the pointer
+            raise AgentError(f"{self.path}: takes input of shape {self.input_shape}, given {x.shape}")
+        return x
 
     def run(self, prepared):
         return self.module.forward((prepared,))[0]
 
     def logits(self, raw) -> np.ndarray:
-        return raw.numpy()
+        return raw.reshape(1, -1) if self.native else raw.numpy()
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """One sample at a time: a program is specialised to the batch it was exported with."""
@@ -117,6 +147,9 @@ class Runner:
         """Each op's mean time per run over `runs` runs after `warmup`, from ExecuTorch's ETDump of a
         second load of the program: XNNPACK's own events for the ops inside the delegate (1 µs ticks:
         a mean over many runs resolves less), the runtime's for the ops outside it."""
+        if self.native:
+            return {"profiler": None, "why": "the ETDump reader needs ExecuTorch's Python package with torch; "
+                                             "this device runs the torch-free runner"}
         bindings = self.load_runtime()[0]
         with _native_stderr_silenced():  # the deserializer imports ExecuTorch's compiler, which warns
             from executorch.devtools.etdump.serialize import deserialize_from_etdump_flatcc
