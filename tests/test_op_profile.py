@@ -1,5 +1,6 @@
 """Op profiles (`edgekd bench --profile`, the agent's `--profile`): recorded in their own process after the
-timed ones by ONNX Runtime's session profiler and ExecuTorch's ETDump, consistent with the runs they
+timed ones by ONNX Runtime's session profiler, LiteRT's profiler (through its C API) and ExecuTorch's
+ETDump, consistent with the runs they
 were taken from; absent without the flag; and the report's section, checked on hand-made rows."""
 import json
 from collections import Counter
@@ -14,14 +15,15 @@ from edgekd.pipeline.run import run_pipeline
 from tests.helpers import FAST_BENCH, ROOT
 
 QUICK = ["--processes", "1", "--min-runs", "200", "--min-seconds", "0.05", "--warmup", "5"]
-FILES = ("student.onnx", "student.int8.onnx", "student.int8.pte")
+FILES = ("student.onnx", "student.int8.onnx", "student.int8.pte", "student.tflite", "student.int8.tflite")
+PROFILER = {"onnx": "onnxruntime", "pte": "ExecuTorch", "tflite": "LiteRT"}
 
 
 @pytest.fixture(scope="module")
 def profiled(tmp_path_factory):
     """The agent's results for three files of a digits run, measured with --profile."""
     run_dir = tmp_path_factory.mktemp("profile") / "digits"
-    run_pipeline(load_config(ROOT / "configs" / "digits.toml", [*FAST_BENCH, "export.formats=['onnx', 'onnx_int8', 'pte_int8']"]),
+    run_pipeline(load_config(ROOT / "configs" / "digits.toml", [*FAST_BENCH, "export.formats=['onnx', 'onnx_int8', 'pte_int8', 'tflite', 'tflite_int8']"]),
                  run_dir, until="export")
     out = run_dir / "r.json"
     proc = subprocess.run([sys.executable, "-m", "edgekd.bench.agent", *(run_dir / "export" / f for f in FILES),
@@ -35,7 +37,7 @@ def profiled(tmp_path_factory):
 def test_profile_is_recorded_with_every_op_inside_its_run(profiled, name):
     prof = profiled[name]["op_profile"]
     assert prof["sha256"] == profiled[name]["sha256"] and prof["runs"] >= 200
-    assert prof["profiler"].startswith("onnxruntime" if name.endswith(".onnx") else "ExecuTorch")
+    assert prof["profiler"].startswith(PROFILER[name.rsplit(".", 1)[1]])
     assert prof["ops"] and all(op["us"] >= 0 for op in prof["ops"])
     assert [op["us"] for op in prof["ops"]] == sorted((op["us"] for op in prof["ops"]), reverse=True)
     assert prof["ops_sum_us"] == pytest.approx(sum(op["us"] for op in prof["ops"]))
@@ -56,6 +58,18 @@ def test_pte_profile_splits_the_delegate_call_into_xnnpack_ops(profiled):
     audit = json.loads((profiled["dir"] / "export" / "student.int8.pte.json").read_text())["audit"]
     assert Counter("XNN" + op_kind(op["op"]).replace(" ", "") for op in prof["ops"]) == Counter(audit["ops"])
     assert len(prof["ops"]) == audit["delegated_ops"] == 5
+
+
+@pytest.mark.parametrize("name", ["student.tflite", "student.int8.tflite"])
+def test_tflite_profile_has_an_xnnpack_op_for_each_op_of_the_file(profiled, name):
+    prof = profiled[name]["op_profile"]
+    audit = json.loads((profiled["dir"] / "export" / f"{name}.json").read_text())["audit"]
+    assert not [op for op in prof["ops"] if op["name"].endswith("(not delegated)")]
+    assert len(prof["ops"]) == audit["op_count"] and audit["ops"]["FULLY_CONNECTED"] == 2
+    kinds = Counter(op_kind(op["op"]) for op in prof["ops"])
+    assert kinds["Fully Connected"] == 2, kinds
+    quantized = "QS8" if ".int8." in name else "F32"  # XNNPACK's names say which kernels ran
+    assert all(quantized in op["op"] for op in prof["ops"] if op_kind(op["op"]) == "Fully Connected")
 
 
 def test_onnx_int8_profile_has_quantized_kernels(profiled):

@@ -1,6 +1,6 @@
 """report.md's "Where the time goes": the op profiles `edgekd bench --profile` recorded, per target.
 
-Per file: the top ops by time, the ops that ran outside the XNNPACK delegate (.pte), and for each
+Per file: the top ops by time, the ops that ran outside the XNNPACK delegate (.pte, .tflite on LiteRT), and for each
 int8 file slower than its fp32 sibling (same model, runtime and threads) the kinds of op that take
 longer in it, or exist only in it. Profiles come from their own processes: profilers add time per op
 (ONNX Runtime's a few µs per kernel), so a file's shares tell more than its sums, and the sums are
@@ -14,6 +14,7 @@ from collections import defaultdict
 from edgekd.pipeline.console import fmt_ms
 
 TOP = 3
+XNNPACK_RUNTIMES = ("executorch", "ai_edge_litert")  # their profiles name the ops outside the XNNPACK delegate
 
 # onnxruntime's quantized and layout-specialised kernels, and XNNPACK's operator names
 # ("Convolution (NHWC, QC8) IGEMM"), named as the kind of work they do, so that the ops of an int8
@@ -81,14 +82,16 @@ def profile_lines(table: dict[str, list[dict]]) -> list[str]:
         out += ["", f"## Where the time goes on `{target}` (op profiles)", "",
                 "Each file was profiled by its runtime's own profiler in one more process, after the timed ones. "
                 "Profilers distort: ONNX Runtime's adds time to every kernel (its profiled run is longer than the "
-                "timed p50), and ExecuTorch's XNNPACK delegate reports each op in whole microseconds, so ops "
-                "under 1 µs often read 0 and the ops' sum falls short of the delegate call. Read the shares (of "
-                "the sum of the ops); the sum is shown against the timed p50 so that you see how far off it is.", ""]
+                "timed p50); LiteRT's reads the process's memory use at the start and end of every run, which "
+                "lengthens the profiled run but not its ops; and the XNNPACK delegate (in LiteRT and ExecuTorch) "
+                "reports each op in whole microseconds, so ops under 1 µs often read 0 and the ops' sum falls "
+                "short of the run. Read the shares (of the sum of the ops); the sum is shown against the timed "
+                "p50 so that you see how far off it is.", ""]
         if profiled:
             out += ["| file | p50 (timed) | profiled run | sum of ops (vs p50) | top ops (share) |",
                     "|---|---:|---:|---:|---|"] + [_row(r) for r in profiled]
         outside = {r["artifact"]: [op["name"] for op in r["op_profile"]["ops"] if op["name"].endswith("(not delegated)")]
-                   for r in profiled if r["runtime"] == "executorch"}
+                   for r in profiled if r["runtime"] in XNNPACK_RUNTIMES}
         if outside:
             out += [""] + [f"- `{name}`: " + (", ".join(ops) + " ran outside the XNNPACK delegate." if ops else
                                                "every op ran inside the XNNPACK delegate.")

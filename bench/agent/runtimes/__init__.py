@@ -9,6 +9,8 @@ Runner, so reading the table costs nothing on a device that lacks one.
 from __future__ import annotations
 
 import importlib
+import os
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
@@ -34,6 +36,20 @@ for runtime, packages in %r:
     found[runtime] = next((p for p in packages if version(p)), None)
 print(json.dumps(found))
 """
+
+
+@contextmanager
+def native_stderr_silenced():
+    """Runtimes' C++ code logs to fd 2, bypassing Python (ExecuTorch each threadpool reset and CPU probe,
+    LiteRT each compiled model): the agent's stderr carries only its own messages."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def runtime_module(name: str) -> ModuleType:

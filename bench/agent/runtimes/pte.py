@@ -13,35 +13,19 @@ from __future__ import annotations
 import base64
 import ctypes
 import importlib
-import os
 import re
 import tempfile
 from collections import defaultdict
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from edgekd.bench.agent.runtimes import pte_native
+from edgekd.bench.agent.runtimes import native_stderr_silenced, pte_native
 from edgekd.errors import AgentError
 
 SUFFIXES = (".pte",)
 PACKAGES = ("executorch",)
 PIP = ("executorch",)
-
-
-@contextmanager
-def _native_stderr_silenced():
-    """ExecuTorch's C++ logs each threadpool reset and CPU probe on fd 2, bypassing Python; the agent's
-    stderr carries only its own messages."""
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 class Runner:
@@ -85,7 +69,7 @@ class Runner:
         loads (resetting it after a method is loaded crashes; the agent times each file in its own processes)."""
         runtime, name, version = cls.load_runtime()
         if cls._threads is None:
-            with _native_stderr_silenced():
+            with native_stderr_silenced():
                 if isinstance(runtime, ctypes.CDLL):
                     runtime.edgekd_pte_set_threads(threads)
                 else:
@@ -99,7 +83,7 @@ class Runner:
         if isinstance(runtime, ctypes.CDLL):
             with tempfile.TemporaryDirectory(prefix="edgekd-noop-") as tmp:
                 Path(tmp, "noop.pte").write_bytes(base64.b64decode(cls.NOOP))
-                with _native_stderr_silenced():
+                with native_stderr_silenced():
                     program = pte_native.Program(runtime, Path(tmp, "noop.pte"))
             assert program.run(np.ones((1, 4), np.float32)).tolist() == [2.0] * 4
             return
@@ -112,13 +96,13 @@ class Runner:
         self.path = path
         self.native = isinstance(runtime, ctypes.CDLL)
         if self.native:
-            with _native_stderr_silenced():
+            with native_stderr_silenced():
                 self.program = pte_native.Program(runtime, path)
             self.input_shape, self.run = self.program.input_shape, self.program.run
             return
         self._torch = importlib.import_module("torch")
         try:
-            with _native_stderr_silenced():
+            with native_stderr_silenced():
                 self.module = runtime._load_for_executorch(str(path))
                 meta = self.module.method_meta("forward")
         except Exception as exc:  # the bindings raise RuntimeError / ValueError with ExecuTorch's error codes
@@ -151,7 +135,7 @@ class Runner:
             return {"profiler": None, "why": "the ETDump reader needs ExecuTorch's Python package with torch; "
                                              "this device runs the torch-free runner"}
         bindings = self.load_runtime()[0]
-        with _native_stderr_silenced():  # the deserializer imports ExecuTorch's compiler, which warns
+        with native_stderr_silenced():  # the deserializer imports ExecuTorch's compiler, which warns
             from executorch.devtools.etdump.serialize import deserialize_from_etdump_flatcc
             traced = bindings._load_for_executorch(str(self.path), enable_etdump=True, debug_buffer_size=0)
             for _ in range(warmup + runs):
