@@ -205,7 +205,10 @@ class ADBTarget:
                 "process_peak_rss_mb": peaks, "process_runtime_rss_mb": None,
                 **scored, "accuracy_on": "host",
                 "accuracy_runtime": f"{host['runtime']} {host['runtime_version']} on the host",
-                "samples_ms": []}  # the tool prints summaries, not samples
+                "samples_ms": [],  # the tool prints summaries, not samples
+                **({"op_profile": {"profiler": None, "why": "the adb target does not record op profiles yet: run "
+                                   "benchmark_model with --enable_op_profiling=true on the phone by hand"}}
+                   if self.options.profile else {})}
 
     def cleanup(self) -> None:
         self.call.stop()

@@ -6,6 +6,7 @@ import shutil
 import pytest
 
 from edgekd.bench.adb import ADBTarget, combine_runs, parse_benchmark_output, parse_devices
+from edgekd.bench.targets import BenchOptions
 from edgekd.errors import AgentError
 
 NEW = """INFO: The input model file size (MB): 24.6229
@@ -71,6 +72,16 @@ def test_an_adb_row_without_memory_says_null_never_zero(tmp_path):
     assert row["correct_bits"] == "e0" and row["accuracy"] == 0.75 and row["accuracy_on"] == "host"
     mixed = target._result(model, [parse_benchmark_output(t) for t in (NO_MEMORY, OLD, NEW)], 1, True, host)
     assert mixed["peak_rss_mb"] == 61.25 and mixed["process_peak_rss_mb"] == [None, 57.0, 61.25]
+
+
+def test_an_adb_row_says_it_has_no_op_profile_only_when_one_was_asked_for(tmp_path):
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"model")
+    host = {"accuracy": 0.75, "n_eval": 4, "runtime": "ai_edge_litert", "runtime_version": "2"}
+    runs = [parse_benchmark_output(NO_MEMORY)]
+    assert "op_profile" not in ADBTarget("pixel", "bm")._result(model, runs, 1, True, host)
+    asked = ADBTarget("pixel", "bm", options=BenchOptions(profile=True))._result(model, runs, 1, True, host)
+    assert asked["op_profile"]["profiler"] is None and "--enable_op_profiling=true" in asked["op_profile"]["why"]
 
 
 def test_adb_devices_states():
