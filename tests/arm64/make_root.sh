@@ -65,4 +65,9 @@ if [ ! -x "$ROOT/opt/executorch/bin/python" ]; then
     rm -rf "$ROOT/tmp/wheels-executorch"
     mv "$ROOT/opt/executorch.partial" "$ROOT/opt/executorch"
 fi
+# XNNPACK's CPU probe (cpuinfo) reads which processors exist from sysfs, and without it ExecuTorch's XNNPACK
+# backend does not start; the host's whole /sys must stay out (LiteRT's CPU probe crashes on it under qemu),
+# so the root gets the two files a Pi's kernel provides, naming this machine's cores
+mkdir -p "$ROOT/sys/devices/system/cpu"
+for list in possible present; do echo "0-$(($(nproc) - 1))" > "$ROOT/sys/devices/system/cpu/$list"; done
 echo "arm64 root ready: $ROOT"

@@ -2,7 +2,8 @@
 Raspberry Pi OS 64-bit is built on) through the command target, with ai-edge-litert + onnxruntime and
 with Debian's numpy 1.24 + tflite-runtime 2.14, and a bundle from `edgekd pack` measured there by the
 one file it carries (agent.pyz), as a user does on a device; and the ExecuTorch files with ExecuTorch's
-aarch64 wheel. Timings under emulation mean nothing; whether every file loads, runs and scores what it
+aarch64 wheel installed without torch, through the agent's torch-free runner, which the agent builds
+there with the root's g++ on first use (PyPI's aarch64 torch is a CUDA build; a Pi has no use for it). Timings under emulation mean nothing; whether every file loads, runs and scores what it
 scores on x86 is the point.
 
 qemu runs as a Cortex-A72 (a Raspberry Pi 4): its default `-cpu max` also emulates extensions no Pi
@@ -73,10 +74,12 @@ def _bench(arm_root: Path, run_dir: Path, targets: Path, envs: list[str]) -> dic
 @pytest.mark.parametrize("envs", [["litert", "tflrt"], ["executorch"]], ids=["litert+tflrt", "executorch"])
 def test_every_file_runs_on_aarch64_and_scores_what_it_scores_on_x86(arm_root, run_dir, tmp_path, envs):
     if not (arm_root / "opt" / envs[0] / "bin" / "python").exists():
-        pytest.skip(f"no /opt/{envs[0]} in the arm64 root: ExecuTorch's Python runtime needs a CPU torch 2.13.0 for "
-                    "aarch64 (download.pytorch.org/whl/cpu); PyPI's is a CUDA build that does not import without "
-                    "several GB of nvidia wheels")
+        pytest.skip(f"no /opt/{envs[0]} in the arm64 root, which an older make_root.sh built: run "
+                    f"tests/arm64/make_root.sh {arm_root} again (it adds what is missing)")
+    runner_cache = arm_root / "root" / ".cache" / "edgekd" / "pte-runner"  # HOME=/root: the agent builds it anew
+    shutil.rmtree(runner_cache, ignore_errors=True)
     report = _bench(arm_root, run_dir, tmp_path / "targets.toml", envs)
+    assert ("executorch" in envs) == bool(list(runner_cache.glob("*/libedgekd_pte.so")))
     precision = {a["file"]: a["precision"] for a in report["artifacts"]}
     x86 = {r["artifact"]: r for r in report["results"] if r["target"] == "local" and r["artifact"] in precision}
     assert len(x86) == 14
