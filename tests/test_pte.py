@@ -106,6 +106,14 @@ def test_agent_without_executorch_exits_3_with_the_pip_command(pte_run, agent_py
     assert proc.returncode == 3 and "pip install executorch" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_an_unwritable_runner_cache_is_exit_3_naming_the_folder_and_the_fix(pte_run, agent_pyz, tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    proc = _agent([pte_run / "export" / "student.pte", *QUICK], _block(tmp_path / "block", "torch"), agent_pyz,
+                  XDG_CACHE_HOME=str(tmp_path / "a-file"))
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr, proc.stderr
+    assert str(tmp_path / "a-file" / "edgekd" / "pte-runner") in proc.stderr and "XDG_CACHE_HOME" in proc.stderr
+
+
 def test_without_torch_or_a_compiler_the_agent_exits_3_naming_both_fixes(pte_run, agent_pyz, tmp_path):
     proc = _agent([pte_run / "export" / "student.pte", *QUICK], _block(tmp_path / "block", "torch"), agent_pyz,
                   PATH=str(tmp_path / "no-compiler-here"), XDG_CACHE_HOME=str(tmp_path / "cache"))

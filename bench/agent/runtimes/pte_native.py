@@ -72,8 +72,12 @@ def build(root: Path) -> Path:
     if compiler is None:
         raise AgentError(f"no ExecuTorch runtime: torch does not import and no C++ compiler is on PATH to build "
                          f"the torch-free runner; {HOW}", 3)
-    cache.mkdir(parents=True, exist_ok=True)
-    (cache / "pte_native.cpp").write_bytes(source)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        (cache / "pte_native.cpp").write_bytes(source)
+    except OSError as exc:
+        raise AgentError(f"cannot build the torch-free ExecuTorch runner in {cache} ({exc.strerror}); set "
+                         "XDG_CACHE_HOME to a writable folder", 3) from None
     partial = cache / f"libedgekd_pte.so.{os.getpid()}.partial"  # workers may build at once: each its own file
     include = root / "include"
     command = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-w", *(f"-D{d}" for d in DEFINES),
