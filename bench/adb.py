@@ -2,8 +2,9 @@
 
 The user's binary and the .tflite files go to /data/local/tmp/edgekd-<id>/; the tool runs once per
 process, thread count and delegate setting, and its output (both generations of the tool, see
-`parse_benchmark_output`) becomes the usual result record. The tool scores nothing, so accuracy is
-measured on the host with the same file through LiteRT and marked `accuracy_on: "host"`.
+`parse_benchmark_output`) becomes the usual result record; with `--profile`, one more run with
+`--enable_op_profiling=true` gives the row its op profile (`parse_op_table`). The tool scores nothing,
+so accuracy is measured on the host with the same file through LiteRT and marked `accuracy_on: "host"`.
 """
 from __future__ import annotations
 
@@ -80,6 +81,37 @@ def peak_memory(parsed: dict, text: str) -> tuple[float | None, str | None]:
         delta = "Memory footprint delta from the start of the tool" in text
         return parsed["memory_mb"]["overall"], "footprint delta from the tool's start" if delta else "peak footprint"
     return None, None
+
+
+def parse_op_table(text: str) -> list[dict]:
+    """The ops of TFLite's op profile (`benchmark_model --enable_op_profiling=true`; LiteRT's profile
+    summary prints the same tables): the "Run Order" table of the regular runs (benchmark_model prints
+    one for its initialisation first), as {"name", "op", "us"} per node, µs per run. Columns are read
+    from the table's header, so a tool without the [start] column parses too; ops inside a delegate
+    ("Delegate/Convolution (NHWC, F32) IGEMM") are named by their kind, the rest "(not delegated)"."""
+    regular = text.find("Operator-wise Profiling Info for Regular Benchmark Runs")
+    lines = text[max(regular, 0):].splitlines()
+    start = next((i for i, line in enumerate(lines) if "Run Order" in line), None)
+    if start is None or start + 1 >= len(lines):
+        raise AgentError("benchmark_model printed no op profile (no Run Order table); run it by hand with "
+                         "--enable_op_profiling=true to see why")
+    columns = re.findall(r"\[([^\]]+)\]", lines[start + 1])
+    numbers = len(columns) - 2  # between [node type] and [Name]
+    avg = columns.index("avg ms") - 1
+    ops = []
+    for line in lines[start + 2:]:
+        tokens = line.split()
+        if len(tokens) < numbers + 2:
+            break
+        kind, values, name = " ".join(tokens[:-1 - numbers]), tokens[-1 - numbers:-1], tokens[-1]
+        try:
+            us = 1e3 * float(values[avg])
+        except ValueError:  # the table ended without a blank line
+            break
+        inside = kind.startswith("Delegate/")
+        ops.append({"name": f"{kind.removeprefix('Delegate/')} {name}" + ("" if inside else " (not delegated)"),
+                    "op": kind.removeprefix("Delegate/"), "us": us})
+    return ops
 
 
 def parse_devices(text: str) -> dict[str, str]:
@@ -179,12 +211,16 @@ class ADBTarget:
             host = run_process([*worker_command(f, eval_path, 1, o.timing), "--accuracy"], deadline=self.deadline)
             for threads in o.threads:
                 for xnnpack in self.use_xnnpack:
-                    runs = [parse_benchmark_output(self._shell(
-                        f"{shlex.quote(self.remote_dir)}/benchmark_model --graph={shlex.quote(remote)} "
-                        f"--num_threads={threads} --use_xnnpack={str(xnnpack).lower()} --warmup_runs={self.warmup_runs} "
-                        f"--num_runs={self.num_runs} --report_peak_memory_footprint=true", timeout=None))
-                        for _ in range(o.processes)]
-                    results.append(self._result(f, runs, threads, xnnpack, host))
+                    command = (f"{shlex.quote(self.remote_dir)}/benchmark_model --graph={shlex.quote(remote)} "
+                               f"--num_threads={threads} --use_xnnpack={str(xnnpack).lower()} "
+                               f"--warmup_runs={self.warmup_runs} --num_runs={self.num_runs}")
+                    runs = [parse_benchmark_output(self._shell(f"{command} --report_peak_memory_footprint=true",
+                                                               timeout=None)) for _ in range(o.processes)]
+                    row = self._result(f, runs, threads, xnnpack, host)
+                    if o.profile:  # its own run, after the timed ones: profiling perturbs timing
+                        row["op_profile"] = self._profile(self._shell(f"{command} --enable_op_profiling=true",
+                                                                      timeout=None), row)
+                    results.append(row)
         return {"schema": "edgekd.bench/1", "target": self.name, "results": results, "skipped": skipped}
 
     def _result(self, model: Path, runs: list[dict], threads: int, xnnpack: bool, host: dict) -> dict:
@@ -205,10 +241,17 @@ class ADBTarget:
                 "process_peak_rss_mb": peaks, "process_runtime_rss_mb": None,
                 **scored, "accuracy_on": "host",
                 "accuracy_runtime": f"{host['runtime']} {host['runtime_version']} on the host",
-                "samples_ms": [],  # the tool prints summaries, not samples
-                **({"op_profile": {"profiler": None, "why": "the adb target does not record op profiles yet: run "
-                                   "benchmark_model with --enable_op_profiling=true on the phone by hand"}}
-                   if self.options.profile else {})}
+                "samples_ms": []}  # the tool prints summaries, not samples
+
+    def _profile(self, output: str, row: dict) -> dict:
+        """The op profile record of one `benchmark_model --enable_op_profiling=true` run, beside the row's
+        timed p50; its ops are means over the profiled run's timed iterations (avg ms, to 1 µs)."""
+        timed = parse_benchmark_output(output)["timed"]
+        ops = sorted(parse_op_table(output), key=lambda op: -op["us"])
+        return {"profiler": "benchmark_model --enable_op_profiling (TFLite's op profiler: ms to 3 decimals)",
+                "runs": timed["count"], "profiled_run_us": timed.get("median", timed["avg"]), "ops": ops,
+                "p50_us": 1e3 * row["latency_ms"]["p50"], "ops_sum_us": sum(op["us"] for op in ops),
+                "sha256": row["sha256"], "threads": row["threads"]}
 
     def cleanup(self) -> None:
         self.call.stop()

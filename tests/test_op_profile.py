@@ -1,9 +1,11 @@
 """Op profiles (`edgekd bench --profile`, the agent's `--profile`): recorded in their own process after the
 timed ones by ONNX Runtime's session profiler, LiteRT's profiler (through its C API) and ExecuTorch's
-ETDump, consistent with the runs they
-were taken from; absent without the flag; and the report's section, checked on hand-made rows."""
+ETDump, consistent with the runs they were taken from; absent without the flag; the adb target's
+reading of benchmark_model's op tables, checked against LiteRT's own; and the report's section,
+checked on hand-made rows."""
 import json
 from collections import Counter
+from pathlib import Path
 import subprocess
 import sys
 
@@ -70,6 +72,28 @@ def test_tflite_profile_has_an_xnnpack_op_for_each_op_of_the_file(profiled, name
     assert kinds["Fully Connected"] == 2, kinds
     quantized = "QS8" if ".int8." in name else "F32"  # XNNPACK's names say which kernels ran
     assert all(quantized in op["op"] for op in prof["ops"] if op_kind(op["op"]) == "Fully Connected")
+
+
+def test_the_adb_op_table_parser_reads_what_litert_profiled(profiled):
+    """The adb target reads benchmark_model's op tables; LiteRT prints the same tables of its own events
+    (its profile summary), so the parser must give, op by op, the means read from the events (the
+    tables print ms to 3 decimals: within 0.5 µs)."""
+    import ai_edge_litert
+    import numpy as np
+
+    from edgekd.bench.adb import parse_op_table
+    from edgekd.bench.agent.runtimes import litert_profile, tflite
+
+    model = profiled["dir"] / "export" / "student.int8.tflite"
+    with np.load(profiled["dir"] / "data" / "eval.npz") as f:
+        prepared = tflite.Runner(model, 1).prepare(f["x"][:1])
+    library = Path(ai_edge_litert.__file__).parent / "libLiteRt.so"
+    found = litert_profile.profile(library, model, prepared, 5, 300, 1, summary=True)
+    table = parse_op_table(found["summary"])
+    assert [op["op"] for op in table] == [op["op"] for op in found["ops"]] and len(table) == 3
+    for parsed, event in zip(table, found["ops"]):
+        assert abs(parsed["us"] - event["us"]) <= 0.5 + 1e-9, (parsed, event)
+        assert not parsed["name"].endswith("(not delegated)")
 
 
 def test_onnx_int8_profile_has_quantized_kernels(profiled):

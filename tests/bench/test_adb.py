@@ -5,8 +5,7 @@ import shutil
 
 import pytest
 
-from edgekd.bench.adb import ADBTarget, combine_runs, parse_benchmark_output, parse_devices
-from edgekd.bench.targets import BenchOptions
+from edgekd.bench.adb import ADBTarget, combine_runs, parse_benchmark_output, parse_devices, parse_op_table
 from edgekd.errors import AgentError
 
 NEW = """INFO: The input model file size (MB): 24.6229
@@ -74,14 +73,40 @@ def test_an_adb_row_without_memory_says_null_never_zero(tmp_path):
     assert mixed["peak_rss_mb"] == 61.25 and mixed["process_peak_rss_mb"] == [None, 57.0, 61.25]
 
 
-def test_an_adb_row_says_it_has_no_op_profile_only_when_one_was_asked_for(tmp_path):
+# benchmark_model --enable_op_profiling's two tables in the older layout (no [start] column): its
+# initialisation's, then the regular runs', which is the one read
+OP_TABLES = """Profiling Info for Benchmark Initialization:
+============================== Run Order ==============================
+\t             [node type]\t  [first]\t [avg ms]\t     [%]\t  [cdf%]\t  [mem KB]\t[times called]\t[Name]
+\t ModifyGraphWithDelegate\t   12.030\t   12.030\t 98.512%\t 98.512%\t  1024.000\t        1\tModifyGraphWithDelegate/0
+
+Operator-wise Profiling Info for Regular Benchmark Runs:
+============================== Run Order ==============================
+\t             [node type]\t  [first]\t [avg ms]\t     [%]\t  [cdf%]\t  [mem KB]\t[times called]\t[Name]
+\t Delegate/Convolution (NHWC, QC8) IGEMM\t    0.031\t    0.025\t 62.500%\t 62.500%\t     0.000\t      200\t[Delegate]:0
+\t                 SOFTMAX\t    0.016\t    0.015\t 37.500%\t100.000%\t     0.000\t      200\t[Identity]:8
+
+============================== Top by Computation Time ==============================
+"""
+
+
+def test_the_op_table_of_the_regular_runs_is_read_with_its_own_columns():
+    assert parse_op_table(OP_TABLES) == [
+        {"name": "Convolution (NHWC, QC8) IGEMM [Delegate]:0", "op": "Convolution (NHWC, QC8) IGEMM", "us": 25.0},
+        {"name": "SOFTMAX [Identity]:8 (not delegated)", "op": "SOFTMAX", "us": 15.0}]
+    with pytest.raises(AgentError, match="--enable_op_profiling=true"):
+        parse_op_table(NEW)
+
+
+def test_an_adb_op_profile_sits_beside_the_rows_timed_p50(tmp_path):
     model = tmp_path / "m.tflite"
     model.write_bytes(b"model")
     host = {"accuracy": 0.75, "n_eval": 4, "runtime": "ai_edge_litert", "runtime_version": "2"}
-    runs = [parse_benchmark_output(NO_MEMORY)]
-    assert "op_profile" not in ADBTarget("pixel", "bm")._result(model, runs, 1, True, host)
-    asked = ADBTarget("pixel", "bm", options=BenchOptions(profile=True))._result(model, runs, 1, True, host)
-    assert asked["op_profile"]["profiler"] is None and "--enable_op_profiling=true" in asked["op_profile"]["why"]
+    row = ADBTarget("pixel", "bm")._result(model, [parse_benchmark_output(NEW)] * 3, 1, True, host)
+    profile = ADBTarget("pixel", "bm")._profile(NEW + OP_TABLES, row)
+    assert [op["us"] for op in profile["ops"]] == [25.0, 15.0] and profile["ops_sum_us"] == 40.0
+    assert profile["p50_us"] == 1e3 * row["latency_ms"]["p50"] and profile["runs"] == 1000
+    assert profile["profiled_run_us"] == parse_benchmark_output(NEW)["timed"]["median"]
 
 
 def test_adb_devices_states():

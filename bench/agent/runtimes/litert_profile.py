@@ -67,6 +67,7 @@ SIGNATURES = {
     "LiteRtCompiledModelGetProfiler": [_P, C.POINTER(_P)], "LiteRtStartProfiler": [_P], "LiteRtStopProfiler": [_P],
     "LiteRtGetNumProfilerEvents": [_P, C.POINTER(C.c_int)],
     "LiteRtGetProfilerEvents": [_P, C.c_int, C.POINTER(_Event)],
+    "LiteRtGetProfileSummary": [_P, _P, C.POINTER(_P)],
 }
 VOID = {"LiteRtDestroyEnvironment", "LiteRtDestroyModel", "LiteRtDestroyOptions", "LiteRtDestroyCompiledModel",
         "LiteRtDestroyTensorBuffer"}
@@ -93,9 +94,11 @@ def _opaque_options(lib: C.CDLL, libc: C.CDLL, identifier: str, toml: str) -> _P
     return handle
 
 
-def profile(library: Path, model: Path, prepared: np.ndarray, warmup: int, runs: int, threads: int) -> dict:
+def profile(library: Path, model: Path, prepared: np.ndarray, warmup: int, runs: int, threads: int,
+            summary: bool = False) -> dict:
     """Each op's mean time per run over `runs` runs after `warmup`, of `model` compiled for the CPU
-    (XNNPACK) with the profiler on, fed `prepared` (the input as the model takes it)."""
+    (XNNPACK) with the profiler on, fed `prepared` (the input as the model takes it). `summary`: also
+    LiteRT's own text of the same events (the tables `benchmark_model --enable_op_profiling` prints)."""
     lib, libc = _library(library), C.CDLL(None)
     libc.strdup.restype, libc.strdup.argtypes, libc.free.argtypes = _P, [C.c_char_p], [_P]
     env, handle, options, compiled, profiler = _P(), _P(), _P(), _P(), _P()
@@ -159,7 +162,12 @@ def profile(library: Path, model: Path, prepared: np.ndarray, warmup: int, runs:
         _check(lib.LiteRtGetNumProfilerEvents(profiler, C.byref(count)), "counting events")
         events = (_Event * max(count.value, 1))()
         _check(lib.LiteRtGetProfilerEvents(profiler, count.value, events), "reading events")
-        return _ops(events[:count.value], runs, float(np.median(walls)))
+        found = _ops(events[:count.value], runs, float(np.median(walls)))
+        text = _P()
+        if summary and lib.LiteRtGetProfileSummary(profiler, compiled, C.byref(text)) == 0 and text.value:
+            found["summary"] = C.string_at(text.value).decode(errors="replace")
+            libc.free(text)
+        return found
     finally:
         for buffer in buffers:
             lib.LiteRtDestroyTensorBuffer(buffer)
