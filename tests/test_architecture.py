@@ -98,8 +98,12 @@ def test_the_agent_needs_only_what_its_zipapp_holds(module):
 def test_the_agent_zipapp_holds_every_agent_module():
     from edgekd.bench.agent import pyz
 
-    held = {name.removesuffix(".py").removesuffix("/__init__").replace("/", ".") for name in pyz.members()}
+    members = pyz.members()
+    held = {name.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+            for name in members if name.endswith(".py")}
     assert held == set(AGENT) | SHIPPED_WITH_AGENT | {"edgekd.bench", "__main__"}
+    # and the one file that is not Python: the source the agent compiles its torch-free ExecuTorch runner from
+    assert [name for name in members if not name.endswith(".py")] == ["edgekd/bench/agent/runtimes/pte_native.cpp"]
 
 
 BENCH = sorted(m for m in MODULES if _layer(m) == "edgekd.bench" and not m.endswith("__main__"))  # __main__ runs

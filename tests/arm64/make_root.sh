@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build (once; cached) a Debian bookworm arm64 userland -- what Raspberry Pi OS (64-bit) is built on --
-# that runs under qemu user-mode emulation, with two agent environments:
+# that runs under qemu user-mode emulation, with three agent environments:
 #   /opt/litert : ai-edge-litert + onnxruntime over Debian's numpy
 #   /opt/tflrt  : tflite-runtime 2.14 over Debian's numpy 1.24 (older Raspberry Pi OS images)
 #   /opt/executorch : executorch 1.5.1 without torch (--no-deps) over Debian's numpy, and Debian's g++: the

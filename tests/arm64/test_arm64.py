@@ -3,8 +3,9 @@ Raspberry Pi OS 64-bit is built on) through the command target, with ai-edge-lit
 with Debian's numpy 1.24 + tflite-runtime 2.14, and a bundle from `edgekd pack` measured there by the
 one file it carries (agent.pyz), as a user does on a device; and the ExecuTorch files with ExecuTorch's
 aarch64 wheel installed without torch, through the agent's torch-free runner, which the agent builds
-there with the root's g++ on first use (PyPI's aarch64 torch is a CUDA build; a Pi has no use for it). Timings under emulation mean nothing; whether every file loads, runs and scores what it
-scores on x86 is the point.
+there with the root's g++ on first use (PyPI's aarch64 torch is a CUDA build; a Pi has no use for it).
+Timings under emulation mean nothing; whether every file loads, runs and scores what it scores on x86
+is the point.
 
 qemu runs as a Cortex-A72 (a Raspberry Pi 4): its default `-cpu max` also emulates extensions no Pi
 has (SVE2, SME), XNNPACK picks int8 kernels for them, and their outputs differed from x86's.
@@ -34,8 +35,12 @@ RUNS = {"litert": (".tflite", ".onnx"), "tflrt": (".tflite",), "executorch": (".
 PIP = {".onnx": "pip install onnxruntime", ".pte": "pip install executorch", ".tflite": "pip install ai-edge-litert"}
 
 
+CACHE_INSIDE = "/tmp/edgekd-cache"  # the agent's cache in the root (its torch-free ExecuTorch runner)
+
+
 def _prefix(arm_root: Path, env: str) -> list[str]:
-    return ["env", "QEMU_CPU=cortex-a72", "chroot", str(arm_root), f"/opt/{env}/bin/python"]
+    return ["env", "QEMU_CPU=cortex-a72", f"XDG_CACHE_HOME={CACHE_INSIDE}", "chroot", str(arm_root),
+            f"/opt/{env}/bin/python"]
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +81,8 @@ def test_every_file_runs_on_aarch64_and_scores_what_it_scores_on_x86(arm_root, r
     if not (arm_root / "opt" / envs[0] / "bin" / "python").exists():
         pytest.skip(f"no /opt/{envs[0]} in the arm64 root, which an older make_root.sh built: run "
                     f"tests/arm64/make_root.sh {arm_root} again (it adds what is missing)")
-    runner_cache = arm_root / "root" / ".cache" / "edgekd" / "pte-runner"  # HOME=/root: the agent builds it anew
-    shutil.rmtree(runner_cache, ignore_errors=True)
+    runner_cache = arm_root / CACHE_INSIDE.lstrip("/") / "edgekd" / "pte-runner"
+    shutil.rmtree(runner_cache, ignore_errors=True)  # the agent builds it anew
     report = _bench(arm_root, run_dir, tmp_path / "targets.toml", envs)
     assert ("executorch" in envs) == bool(list(runner_cache.glob("*/libedgekd_pte.so")))
     precision = {a["file"]: a["precision"] for a in report["artifacts"]}
