@@ -78,8 +78,10 @@ def front_plot(target: str, lines: list[dict], rec: dict | None):
     for r in lines:
         n = r.get("n_eval") or 0
         lo, hi = wilson(round(r["accuracy"] * n), n) if n else (r["accuracy"], r["accuracy"])
+        # the pooled p50 (an equal number of samples from each process) can sit a few ns outside the
+        # range of the processes' own medians (all their samples), and matplotlib refuses negative bars
         ax.errorbar(r["p50"], 100 * r["accuracy"],
-                    xerr=[[r["p50"] - r["ci"][0]], [r["ci"][1] - r["p50"]]],
+                    xerr=[[max(0.0, r["p50"] - r["ci"][0])], [max(0.0, r["ci"][1] - r["p50"])]],
                     yerr=[[100 * (r["accuracy"] - lo)], [100 * (hi - r["accuracy"])]],
                     fmt=markers[(r["format"], r["precision"])], color=colours[r["model"]], ms=8, mec="black",
                     mew=0.5, elinewidth=0.8, capsize=2, alpha=0.9)
