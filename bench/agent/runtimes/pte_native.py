@@ -9,6 +9,7 @@ keyed by the source, the wheel and the machine; building it takes seconds native
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import importlib.resources
 import importlib.util
@@ -94,6 +95,7 @@ def build(root: Path) -> Path:
     return library
 
 
+@functools.cache  # a worker asks for it three times (baseline, no-op run, the model): build check and typing once
 def load_library(root: Path) -> ctypes.CDLL:
     """The runner's C functions, typed."""
     lib = ctypes.CDLL(str(build(root)))
